@@ -1,0 +1,79 @@
+"""Reading checkpoint files and loading state dicts with complete, readable key reports."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be read or does not fit the model."""
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """torch.load a checkpoint on CPU, safely (weights only) when the file allows it.
+
+    Files that pickle Python objects beyond tensors (some released .ckpt files store their Hydra
+    config) are loaded with full unpickling after a warning: only do this for files you trust."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        log.warning("checkpoint %s holds Python objects beyond tensors; loading it with full unpickling", path)
+    except Exception as err:  # noqa: BLE001 - truncated zip, bad magic number, ...
+        raise CheckpointError(f"checkpoint {path} is not a readable torch file (truncated or corrupt?): {err}") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file here
+        raise CheckpointError(f"checkpoint {path} is not a readable torch file (truncated or corrupt?): {err}") from None
+
+
+def strip_prefix(state: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """Remove `prefix` from every key that has it (e.g. DDP's 'module.')."""
+    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
+
+
+def _listing(keys: Iterable[str], limit: int = 25) -> str:
+    keys = sorted(keys)
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def load_state(module: nn.Module, state: Mapping[str, Tensor], source: str, strict: bool = True) -> None:
+    """Load `state` into `module`, checking names and shapes ourselves so that every problem is listed.
+
+    strict=True raises `CheckpointError` naming the missing, unexpected and mis-shaped keys;
+    strict=False logs them and loads what fits."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mis_shaped = [
+        f"{k} {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)}: {_listing(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)}: {_listing(unexpected)}")
+    if mis_shaped:
+        problems.append(f"wrong shape {len(mis_shaped)}: {_listing(mis_shaped)}")
+    if problems and strict:
+        raise CheckpointError(f"{source} does not fit the model; " + "; ".join(problems) + " (strict=False loads the rest)")
+    if problems:
+        log.warning("%s: loading with strict=False; %s", source, "; ".join(problems))
+    bad = {s.split(" ")[0] for s in mis_shaped}
+    usable = {k: v for k, v in state.items() if k in expected and k not in bad}
+    module.load_state_dict(usable, strict=False)

@@ -1,0 +1,1 @@
+"""Checkpoint key conversion from other codebases (LAVIS, CoVR) to covr / transformers names."""

@@ -1,0 +1,243 @@
+"""The composed retriever: one narrow interface over a backbone and a query head.
+
+    encode_query(frames [B,F,3,H,W], edit_text, caption) -> [B, Q, E]   per-token L2-normalised
+    encode_target(frames [B,F,3,H,W], frame_weights)      -> [B, Q, E]   frames pooled
+    encode_target_frames(frames)                          -> [B, F, Q, E] per frame (embedding stores)
+    encode_text(texts)                                    -> [B, E]      target-caption features
+    similarity(query, gallery, mode)                      -> [Bq, N]     "mean" (CoVR-2) or "max"
+
+Query heads: "covr2" = CoVR-2's composed query (joint Q-Former pass over the reference frame
+and the edit, text_proj, per-token normalise); "xaligner" = X-Aligner on top of it.
+The target (video) path is always frozen: targets live in the space of precomputed stores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from covr.models.backbone import Backbone, TextTokens
+from covr.models.similarity import pool_frames, similarity
+from covr.models.trainable import keep_frozen_in_eval, set_trainable
+from covr.models.xaligner import XAligner, XAlignerConfig
+
+QUERY_HEADS = ("covr2", "xaligner")
+
+
+def as_clip(frames: Tensor, frame_mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Accept [B,3,H,W] (one frame) or [B,F,3,H,W]; return frames [B,F,3,H,W] and mask [B,F] bool."""
+    if frames.dim() == 4:
+        frames = frames.unsqueeze(1)
+    if frames.dim() != 5:
+        raise ValueError(f"expected frames [B, F, 3, H, W] or [B, 3, H, W], got shape {tuple(frames.shape)}")
+    if frame_mask is None:
+        frame_mask = torch.ones(frames.shape[:2], dtype=torch.bool, device=frames.device)
+    frame_mask = frame_mask.bool()
+    if (frame_mask.sum(1) == 0).any():
+        raise ValueError("every sample needs at least one real frame (a frame_mask row is all False)")
+    return frames, frame_mask
+
+
+def middle_frame(frame_mask: Tensor) -> Tensor:
+    """Index of each sample's middle real frame, n // 2 of its n frames (CoVR's middle frame). [B]"""
+    return frame_mask.sum(dim=1) // 2
+
+
+class ComposedRetriever(nn.Module):
+    """Backbone + query head, with stage-aware trainable parameters."""
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        query_head: str = "xaligner",
+        xaligner: XAlignerConfig | None = None,
+        reference_frames: str = "middle",
+        max_text_length: int = 32,
+    ):
+        super().__init__()
+        if query_head not in QUERY_HEADS:
+            raise ValueError(f"query_head {query_head!r} is not one of {QUERY_HEADS}")
+        if reference_frames not in ("middle", "all"):
+            raise ValueError(f"reference_frames {reference_frames!r} is not 'middle' or 'all'")
+        self.backbone = backbone
+        self.query_head = query_head
+        self.reference_frames = reference_frames
+        self.max_text_length = max_text_length
+        self.xaligner: XAligner | None = None
+        if query_head == "xaligner":
+            cfg = xaligner or XAlignerConfig()
+            visual_dim = backbone.summary_width if cfg.visual_memory == "queries" else backbone.vision_width
+            if cfg.visual_memory not in ("queries", "patches"):
+                raise ValueError(f"visual_memory {cfg.visual_memory!r} is not 'queries' or 'patches'")
+            self.xaligner = XAligner(cfg, backbone.hidden_size, visual_dim, backbone.embed_dim, backbone.num_query_tokens)
+            self.xaligner.init_projection(backbone.text_projection)
+        self.stage = 0
+
+    # ---- training control --------------------------------------------------------------------
+    def configure_stage(self, stage: int, text_encoder: list[str] | None = None) -> list[str]:
+        """Stage 1: only X-Aligner (with its projection) trains. Stage 2: also the textual query
+        encoder, given as backbone parameter-name globs (default: the backbone's own list).
+        When a trained part is shared with the target path, that path is first frozen as a copy."""
+        patterns = ["xaligner.*"] if self.xaligner is not None else []
+        if stage >= 2:
+            patterns += ["backbone." + p for p in (text_encoder if text_encoder is not None else self.backbone.default_text_encoder())]
+        elif stage != 1:
+            raise ValueError(f"stage must be 1 or 2, got {stage}")
+        if not patterns:
+            raise ValueError("the covr2 head has no X-Aligner: stage 1 would train nothing; use stage 2")
+        shared = set(self.backbone.target_parameter_names())
+        names = set(set_trainable(self, patterns))
+        if self.backbone.target_path is None and any(n[len("backbone."):] in shared for n in names):
+            self.backbone.freeze_target_path()
+        self.stage = stage
+        keep_frozen_in_eval(self)
+        return sorted(names)
+
+    def train(self, mode: bool = True) -> "ComposedRetriever":
+        super().train(mode)
+        if mode:
+            keep_frozen_in_eval(self)
+        return self
+
+    def _grad(self, part: str):
+        """Autograd only where something trains: `part` is "vision" or "text" (the rest of the backbone)."""
+        vision = self.backbone.vision_model
+        if part == "vision":
+            params = vision.parameters()
+        else:
+            vision_ids = {id(p) for p in vision.parameters()}
+            params = (p for p in self.backbone.parameters() if id(p) not in vision_ids)
+        return torch.set_grad_enabled(torch.is_grad_enabled() and any(p.requires_grad for p in params))
+
+    # ---- encoders ----------------------------------------------------------------------------
+    @property
+    def image_size(self) -> int:
+        return self.backbone.image_size
+
+    def tokenize(self, texts: list[str]) -> TextTokens:
+        return self.backbone.tokenize(texts, self.max_text_length)
+
+    def _vision_tokens(self, frames: Tensor, frame_mask: Tensor) -> Tensor:
+        """[B,F,3,H,W] -> [B,F,S,Dv]; padded frames are not encoded (zeros)."""
+        with self._grad("vision"):
+            tokens = self.backbone.vision_tokens(frames[frame_mask])
+        out = tokens.new_zeros(*frame_mask.shape, *tokens.shape[1:])
+        out[frame_mask] = tokens
+        return out
+
+    def encode_query(
+        self, frames: Tensor, edit_text: list[str], caption: list[str] | None = None, frame_mask: Tensor | None = None
+    ) -> Tensor:
+        """Composed query [B, Q, E] from reference frames [B,F,3,H,W] (F >= 1, padded clips with
+        `frame_mask` [B,F]), edit texts and optional reference captions ("" = no caption)."""
+        frames, frame_mask = as_clip(frames, frame_mask)
+        b = frames.shape[0]
+        if len(edit_text) != b:
+            raise ValueError(f"{len(edit_text)} edit texts for {b} reference clips")
+        uses_visual_memory = self.xaligner is not None and "visual" in self.xaligner.sources
+        rows = torch.arange(b, device=frames.device)
+        if uses_visual_memory or self.reference_frames == "all":
+            vision = self._vision_tokens(frames, frame_mask)  # [B,F,S,Dv]
+        else:  # only the middle frame is needed
+            vision = self._vision_tokens(frames[rows, middle_frame(frame_mask)].unsqueeze(1), frame_mask[:, :1])
+        edit = self.tokenize(edit_text)
+        with self._grad("text"):
+            if self.reference_frames == "all":
+                s = vision.shape[2]
+                joint = self.backbone.joint_hidden(vision.flatten(1, 2), edit, frame_mask.repeat_interleave(s, dim=1))
+            else:
+                middle = vision[rows, middle_frame(frame_mask)] if vision.shape[1] > 1 else vision[:, 0]
+                joint = self.backbone.joint_hidden(middle, edit)  # [B,Q,H]
+            if self.xaligner is None:
+                return self.backbone.project_query(joint)
+            memories = self._memories(vision, frame_mask, edit, caption)
+        return self.xaligner(joint, *memories)
+
+    def _memories(self, vision: Tensor, frame_mask: Tensor, edit: TextTokens, caption: list[str] | None) -> tuple:
+        """X-Aligner inputs: (frame tokens, frame mask), (edit states, mask), (caption states, mask, present)."""
+        sources = self.xaligner.sources
+        visual = text = cap = None
+        b, f = frame_mask.shape
+        if "visual" in sources:
+            if self.xaligner.cfg.visual_memory == "queries":
+                summary = self.backbone.visual_summary(vision[frame_mask])  # [N_real, Q, H]
+                per_frame = summary.new_zeros(b, f, *summary.shape[1:])
+                per_frame[frame_mask] = summary
+            else:
+                per_frame = vision
+            visual = (per_frame, frame_mask)
+        if "text" in sources:
+            text = (self.backbone.text_hidden(edit), edit.attention_mask.bool())
+        if "caption" in sources:
+            captions = [c if isinstance(c, str) else "" for c in (caption or [""] * b)]
+            if len(captions) != b:
+                raise ValueError(f"{len(captions)} captions for {b} reference clips")
+            present = torch.tensor([bool(c.strip()) for c in captions], device=frame_mask.device)
+            tokens = self.tokenize(captions)
+            cap = (self.backbone.text_hidden(tokens), tokens.attention_mask.bool(), present)
+        return visual, text, cap
+
+    @torch.no_grad()
+    def encode_target_frames(self, frames: Tensor, frame_mask: Tensor | None = None) -> Tensor:
+        """Per-frame target features [B, F, Q, E] (zeros at padded frames). The target path is frozen."""
+        frames, frame_mask = as_clip(frames, frame_mask)
+        feats = self.backbone.image_embeddings(self.backbone.vision_tokens(frames[frame_mask]))
+        out = feats.new_zeros(*frame_mask.shape, *feats.shape[1:])
+        out[frame_mask] = feats
+        return out
+
+    def encode_target(self, frames: Tensor, frame_weights: Tensor | None = None, frame_mask: Tensor | None = None) -> Tensor:
+        """Target video [B, Q, E]: per-frame features pooled with `frame_weights` [B,F] (uniform if None)."""
+        frames, frame_mask = as_clip(frames, frame_mask)
+        return pool_frames(self.encode_target_frames(frames, frame_mask), frame_weights, frame_mask)
+
+    @staticmethod
+    def encode_target_embeddings(frame_embeddings: Tensor, frame_weights: Tensor | None = None, frame_mask: Tensor | None = None) -> Tensor:
+        """Target from precomputed per-frame features [B,F,(Q,)E] -> [B,(Q,)E]."""
+        return pool_frames(frame_embeddings, frame_weights, frame_mask)
+
+    def encode_text(self, texts: list[str]) -> Tensor:
+        """Normalised text features [B, E] (the CoVR-2 target-caption term)."""
+        with self._grad("text"):
+            return self.backbone.text_embedding(self.tokenize(texts))
+
+    similarity = staticmethod(similarity)
+
+    # ---- identity ----------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """Architecture facts that define the embedding spaces (for caches and model cards)."""
+        return {
+            "family": self.backbone.family,
+            "spec": self.backbone.spec,
+            "image_size": self.image_size,
+            "query_head": self.query_head,
+            "reference_frames": self.reference_frames,
+            "max_text_length": self.max_text_length,
+            "xaligner": None if self.xaligner is None else vars(self.xaligner.cfg),
+        }
+
+    def describe_target(self) -> dict[str, Any]:
+        return {"family": self.backbone.family, "spec": self.backbone.spec, "image_size": self.image_size}
+
+    @staticmethod
+    def _hash(state: dict[str, Tensor], extra: dict[str, Any]) -> str:
+        h = hashlib.sha256(json.dumps(extra, sort_keys=True, default=str).encode())
+        for name, tensor in sorted(state.items()):
+            t = tensor.detach().double().flatten()
+            h.update(f"{name}{tuple(tensor.shape)}".encode())
+            h.update(torch.stack([t.sum(), t.abs().sum(), t[:: max(1, t.numel() // 64)].sum()]).numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    @property
+    def identity(self) -> str:
+        """Fingerprint of the architecture and every weight (sums and a strided sample per tensor)."""
+        return self._hash(self.state_dict(), self.describe())
+
+    @property
+    def target_identity(self) -> str:
+        """Fingerprint of the target path only: gallery caches and embedding stores depend on nothing else."""
+        return self._hash(self.backbone.target_state(), self.describe_target())

@@ -1,0 +1,1 @@
+"""Command-line tools that live inside the package (`python -m covr.tools.<name>`)."""

@@ -1,0 +1,72 @@
+"""Shared test setup: offline hub, tiny model configs, the reference fixtures."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+FIXTURES = SHARED / "fixtures"
+
+TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + (
+    "a an the make it red blue green circle square triangle move left right up down to and with "
+    "of is on background black white change replace turn bigger smaller video man dog"
+).split()
+
+TINY_SPEC = {
+    "vision_config": {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "image_size": 32,
+        "patch_size": 8,
+    },
+    "qformer_config": {
+        "vocab_size": len(TINY_VOCAB) + 1,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "max_position_embeddings": 64,
+        "cross_attention_frequency": 1,
+    },
+    "num_query_tokens": 4,
+    "image_text_hidden_size": 16,
+}
+
+
+def tiny_model_config(**overrides) -> dict:
+    """A complete retriever config (covr.models.build_retriever format) with tiny sizes."""
+    cfg = {
+        "backbone": {"family": "blip2", "weights": None, "spec": copy.deepcopy(TINY_SPEC), "tokenizer": list(TINY_VOCAB), "seed": 0},
+        "query_head": "xaligner",
+        "xaligner": {"num_blocks": 2, "num_heads": 2, "max_frames": 8},
+        "reference_frames": "middle",
+        "max_text_length": 16,
+        "stage": 1,
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key].update(value)
+        else:
+            cfg[key] = value
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def blip2_fixture_path() -> Path:
+    path = FIXTURES / "lavis_blip2_tiny.pt"
+    if not path.is_file():
+        if os.environ.get("COVR_REQUIRE_FIXTURES"):
+            pytest.fail(f"reference fixture {path} not found")
+        pytest.skip(f"reference fixture {path} not found (../shared is not beside the checkout)")
+    return path
