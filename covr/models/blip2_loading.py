@@ -153,7 +153,7 @@ def build_blip2_backbone(cfg: Mapping[str, Any]) -> Blip2Backbone:
     path = Path(str(weights))
     if path.is_dir() or not path.exists():
         if not path.exists() and (str(weights).startswith((".", "/")) or str(weights).endswith((".pth", ".ckpt", ".pt"))):
-            raise CheckpointError(f"weights {weights} do not exist")
+            raise CheckpointError(f"weights file {weights} does not exist")
         return backbone_from_pretrained(str(weights), tokenizer, image_size, attn, spec.get("post_layernorm_eps"))
     if tokenizer is None:
         raise ValueError(f"LAVIS weights {weights} carry no tokenizer: set `tokenizer` (e.g. bert-base-uncased)")

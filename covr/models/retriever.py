@@ -221,7 +221,8 @@ class ComposedRetriever(nn.Module):
         }
 
     def describe_target(self) -> dict[str, Any]:
-        return {"family": self.backbone.family, "spec": self.backbone.spec, "image_size": self.image_size}
+        """Tensor names and shapes are hashed with the weights, so sizes need not be repeated here."""
+        return {"family": self.backbone.family, "image_size": self.image_size}
 
     @staticmethod
     def _hash(state: dict[str, Tensor], extra: dict[str, Any]) -> str:

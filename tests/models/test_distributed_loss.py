@@ -1,0 +1,23 @@
+"""Global-batch negatives: a 2-process gloo run equals one process with the concatenated batch.
+The multi-process part runs in its own subprocess (ddp_gather_check.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+
+def test_two_process_gather_equals_single_process(tmp_path):
+    script = Path(__file__).with_name("ddp_gather_check.py")
+    run = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
+    single = torch.load(tmp_path / "single.pt", weights_only=True)
+    torch.testing.assert_close(ddp["rank_losses"], single["loss"].expand(2), atol=1e-5, rtol=0)
+    assert set(ddp["grads"]) == set(single["grads"])
+    assert any(k.startswith("xaligner.") for k in single["grads"]) and any(k.startswith("backbone.qformer.") for k in single["grads"])
+    for name, grad in single["grads"].items():
+        torch.testing.assert_close(ddp["grads"][name], grad, atol=1e-5, rtol=0, msg=name)
