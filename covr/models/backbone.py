@@ -55,6 +55,10 @@ class Backbone(nn.Module):
         """Parameter-name patterns of the textual query encoder (trained in stage 2)."""
         raise NotImplementedError
 
+    def pretrain_parameters(self) -> list[str]:  # pragma: no cover - interface
+        """Parameter-name patterns trained by stage 0 (contrastive video-caption adaptation)."""
+        raise NotImplementedError
+
     def target_parameter_names(self) -> list[str]:  # pragma: no cover - interface
         """Names of the parameters the target (gallery) path uses."""
         raise NotImplementedError

@@ -113,6 +113,10 @@ class Blip2Backbone(Backbone):
     def default_text_encoder(self) -> list[str]:
         return list(BLIP2_TEXT_ENCODER)
 
+    def pretrain_parameters(self) -> list[str]:
+        """Stage 0 (video-caption contrastive adaptation): everything but the ITM head."""
+        return ["vision_model.*", "vision_projection.*"] + BLIP2_TEXT_ENCODER
+
     def target_parameter_names(self) -> list[str]:
         return [n for n, _ in self.named_parameters() if n.split(".")[0] in _TARGET_PARTS + ("vision_model",)]
 

@@ -52,8 +52,11 @@ def build_retriever(cfg: Mapping[str, Any], backbone: Backbone | None = None) ->
         max_text_length=int(cfg.get("max_text_length", 32)),
     )
     if cfg.get("init_from"):
-        load_covr_weights(model, checkpoint_state(read_checkpoint(cfg["init_from"]), cfg["init_from"]), str(cfg["init_from"]))
+        obj = read_checkpoint(cfg["init_from"])
+        load_covr_weights(model, checkpoint_state(obj, cfg["init_from"]), str(cfg["init_from"]))
         log.info("initialised weights from %s", cfg["init_from"])
+        if model.xaligner is not None and obj[CHECKPOINT_KEY]["model_config"].get("stage") == 0:
+            model.xaligner.init_projection(backbone.text_projection)  # start again from the adapted query head
     model.configure_stage(int(cfg.get("stage", 1)), cfg.get("text_encoder"))
     return model
 

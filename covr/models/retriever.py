@@ -79,19 +79,24 @@ class ComposedRetriever(nn.Module):
 
     # ---- training control --------------------------------------------------------------------
     def configure_stage(self, stage: int, text_encoder: list[str] | None = None) -> list[str]:
-        """Stage 1: only X-Aligner (with its projection) trains. Stage 2: also the textual query
-        encoder, given as backbone parameter-name globs (default: the backbone's own list).
-        When a trained part is shared with the target path, that path is first frozen as a copy."""
-        patterns = ["xaligner.*"] if self.xaligner is not None else []
-        if stage >= 2:
-            patterns += ["backbone." + p for p in (text_encoder if text_encoder is not None else self.backbone.default_text_encoder())]
-        elif stage != 1:
-            raise ValueError(f"stage must be 1 or 2, got {stage}")
-        if not patterns:
-            raise ValueError("the covr2 head has no X-Aligner: stage 1 would train nothing; use stage 2")
+        """Stage 0: contrastive video-caption adaptation of the backbone itself (BLIP-2-style ITC; the
+        toy experiment's "pretraining" of a randomly initialised backbone). Stage 1: only X-Aligner
+        (with its projection) trains. Stage 2: also the textual query encoder, given as backbone
+        parameter-name globs (default: the backbone's own list). From stage 1 on, the target path is
+        frozen: when a trained part is shared with it, it is first frozen as a copy."""
+        if stage == 0:
+            patterns = ["backbone." + p for p in self.backbone.pretrain_parameters()]
+        else:
+            patterns = ["xaligner.*"] if self.xaligner is not None else []
+            if stage >= 2:
+                patterns += ["backbone." + p for p in (text_encoder if text_encoder is not None else self.backbone.default_text_encoder())]
+            elif stage != 1:
+                raise ValueError(f"stage must be 0, 1 or 2, got {stage}")
+            if not patterns:
+                raise ValueError("the covr2 head has no X-Aligner: stage 1 would train nothing; use stage 2")
         shared = set(self.backbone.target_parameter_names())
         names = set(set_trainable(self, patterns))
-        if self.backbone.target_path is None and any(n[len("backbone."):] in shared for n in names):
+        if stage > 0 and self.backbone.target_path is None and any(n[len("backbone."):] in shared for n in names):
             self.backbone.freeze_target_path()
         self.stage = stage
         keep_frozen_in_eval(self)
@@ -104,12 +109,16 @@ class ComposedRetriever(nn.Module):
         return self
 
     def _grad(self, part: str):
-        """Autograd only where something trains: `part` is "vision" or "text" (the rest of the backbone)."""
-        vision = self.backbone.vision_model
+        """Autograd only where something trains: `part` is "vision" (the vision encoder), "text" (the
+        rest of the backbone) or "target" (whatever the target path computes with)."""
+        vision_ids = {id(p) for p in self.backbone.vision_model.parameters()}
         if part == "vision":
-            params = vision.parameters()
+            params = self.backbone.vision_model.parameters()
+        elif part == "target":
+            target = self.backbone.target_parameter_names()
+            named = dict(self.backbone.named_parameters())
+            params = (named[n] for n in target) if self.backbone.target_path is None else self.backbone.target_path.parameters()
         else:
-            vision_ids = {id(p) for p in vision.parameters()}
             params = (p for p in self.backbone.parameters() if id(p) not in vision_ids)
         return torch.set_grad_enabled(torch.is_grad_enabled() and any(p.requires_grad for p in params))
 
@@ -181,11 +190,12 @@ class ComposedRetriever(nn.Module):
             cap = (self.backbone.text_hidden(tokens), tokens.attention_mask.bool(), present)
         return visual, text, cap
 
-    @torch.no_grad()
     def encode_target_frames(self, frames: Tensor, frame_mask: Tensor | None = None) -> Tensor:
-        """Per-frame target features [B, F, Q, E] (zeros at padded frames). The target path is frozen."""
+        """Per-frame target features [B, F, Q, E] (zeros at padded frames). Outside stage 0 the target
+        path is frozen and runs without autograd."""
         frames, frame_mask = as_clip(frames, frame_mask)
-        feats = self.backbone.image_embeddings(self.backbone.vision_tokens(frames[frame_mask]))
+        with self._grad("target"):
+            feats = self.backbone.image_embeddings(self.backbone.vision_tokens(frames[frame_mask]))
         out = feats.new_zeros(*frame_mask.shape, *feats.shape[1:])
         out[frame_mask] = feats
         return out

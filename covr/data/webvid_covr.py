@@ -1,0 +1,229 @@
+"""WebVid-CoVR triplet dataset: (reference video, edit text) -> target video.
+
+Targets come either as decoded frames (``target_source="frames"``) or as precomputed per-frame
+embeddings from an ``EmbeddingStore`` (``target_source="store"``, the CoVR training setup).
+Rows whose videos are missing or empty are dropped up front and listed in
+``<report_dir>/skipped_<split>.csv``; rows failing later at decode time yield None, which
+``collate_covr`` drops. The test split refuses missing videos unless ``allow_missing=True``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from covr.data.annotations import parse_scores, read_webvid_covr_csv
+from covr.data.embedding_store import EmbeddingStore
+from covr.data.errors import MissingVideosError, VideoDecodeError
+from covr.data.skips import SkipReport, append_skip
+from covr.data.text import clean_text
+from covr.data.transforms import TestTransform, build_transform
+from covr.data.video import IMAGE_SUFFIXES, file_problem, load_frames, sample_indices
+from covr.models.similarity import score_weights
+
+log = logging.getLogger(__name__)
+
+REASONS = ("ok", "missing", "empty", "unreadable", "no embedding")  # index 0 = usable
+
+
+class WebVidCoVRDataset(Dataset):
+    """One item per unique target (``epoch_mode="unique_targets"``, a fresh triplet each epoch) or per row.
+
+    Item keys: reference_frames float [F, 3, H, W]; edit, reference_caption, target_caption (cleaned
+    text); reference_id, target_id; index (CSV row); then target_frames [Ft, 3, H, W] (frames mode)
+    or target_embedding [Ft, (Q,) E] in the store dtype (store mode), and target_weights [Ft]
+    (softmax(scores / 0.1), uniform when scores are absent or do not match the frame count).
+    """
+
+    def __init__(
+        self,
+        csv_path: str | Path,
+        video_root: str | Path,
+        split: str = "train",
+        num_reference_frames: int = 1,
+        reference_sampling: Literal["middle", "uniform", "random"] = "middle",
+        target_source: Literal["frames", "store"] = "frames",
+        store: EmbeddingStore | str | Path | None = None,
+        store_identity: str | None = None,
+        num_target_frames: int = 15,
+        transform: Callable | None = None,
+        image_size: int = 224,
+        frame_dtype: Literal["float32", "float16", "uint8"] = "float32",
+        epoch_mode: Literal["unique_targets", "all_triplets"] | None = None,
+        allow_missing: bool = False,
+        report_dir: str | Path | None = None,
+        seed: int = 0,
+        max_words: int = 30,
+        video_suffix: str = ".mp4",
+        check_files: bool = True,
+    ) -> None:
+        """epoch_mode None means "unique_targets" for split "train", "all_triplets" otherwise.
+
+        transform: called as ``transform(uint8 frames [F, H, W, 3], generator=np.random.Generator)``
+        -> [F, 3, S, S]; default ``build_transform(split == "train", image_size)``. Target frames
+        always get the plain test transform at the same size.
+        store / store_identity: the EmbeddingStore (or its folder) and the identity the run
+        expects (the retriever's ``target_identity``); a store written by another model is refused.
+
+        frame_dtype: dtype of the frames items carry (float32 / float16 normalised, or uint8 pixels
+        for ``to_model_input`` to normalise on the device); applies to the default transform and
+        to the target frames.
+        """
+        if target_source not in ("frames", "store"):
+            raise ValueError(f"target_source must be 'frames' or 'store', got {target_source!r}")
+        self.annotations = read_webvid_covr_csv(csv_path)
+        self.video_root, self.split = Path(video_root), split
+        self._root = str(video_root)
+        self.num_reference_frames, self.reference_sampling = num_reference_frames, reference_sampling
+        self.target_source, self.num_target_frames = target_source, num_target_frames
+        self.transform = transform if transform is not None else build_transform(split == "train", image_size, output_dtype=frame_dtype)
+        self.target_transform = TestTransform(getattr(self.transform, "image_size", image_size), frame_dtype)
+        self.allow_missing, self.report_dir, self.seed, self.max_words = allow_missing, report_dir, seed, max_words
+        self.video_suffix = video_suffix
+        self.epoch_mode = epoch_mode or ("unique_targets" if split == "train" else "all_triplets")
+        if self.epoch_mode not in ("unique_targets", "all_triplets"):
+            raise ValueError(f"epoch_mode must be 'unique_targets' or 'all_triplets', got {self.epoch_mode!r}")
+        self.store = None
+        if target_source == "store":
+            if store is None:
+                raise ValueError("target_source='store' needs store= (an EmbeddingStore or its folder)")
+            self.store = store if isinstance(store, EmbeddingStore) else EmbeddingStore.open(store, store_identity)
+        self.skipped = self._check_rows(check_files)
+        self._index_epochs()
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # seen by persistent workers too
+
+    # ---- paths and up-front checks -----------------------------------------------------------
+    def video_path(self, video_id: str) -> str:
+        """``<video_root>/<page_dir>/<videoid>.mp4`` (ids that already end in a media suffix are kept)."""
+        suffix = os.path.splitext(video_id)[1].lower()
+        known = suffix in IMAGE_SUFFIXES or suffix == self.video_suffix
+        return os.path.join(self._root, video_id if known else video_id + self.video_suffix)  # str: hot path
+
+    def _file_problems(self, codes: np.ndarray) -> np.ndarray:
+        """int8 [V] reason index per video code (0 = fine); only ``codes`` are checked."""
+        problems = np.zeros(len(self.annotations.video_ids), dtype=np.int8)
+        ids = self.annotations.video_ids
+        with ThreadPoolExecutor(16) as pool:  # stat() latency dominates on network file systems
+            found = pool.map(lambda c: file_problem(self.video_path(ids[c])), codes.tolist(), chunksize=256)
+            for code, problem in zip(codes.tolist(), found):
+                problems[code] = REASONS.index(problem) if problem else 0
+        return problems
+
+    def _check_rows(self, check_files: bool) -> SkipReport:
+        ann = self.annotations
+        report = SkipReport(self.split, len(ann))
+        ref_problem = np.zeros(len(ann.video_ids), dtype=np.int8)
+        tgt_problem = np.zeros(len(ann.video_ids), dtype=np.int8)
+        if check_files:
+            ref_problem = self._file_problems(np.unique(ann.reference))
+            if self.store is None:
+                tgt_problem = self._file_problems(np.unique(ann.target))
+        if self.store is not None:
+            stored = np.array([video_id in self.store for video_id in ann.video_ids], dtype=bool)
+            tgt_problem = np.where(stored, tgt_problem, REASONS.index("no embedding")).astype(np.int8)
+        row_ref, row_tgt = ref_problem[ann.reference], tgt_problem[ann.target]
+        bad = np.flatnonzero((row_ref > 0) | (row_tgt > 0))
+        for row in bad.tolist():
+            if row_ref[row]:
+                report.add(row, ann.reference_id(row), "pth1", REASONS[row_ref[row]])
+            else:
+                report.add(row, ann.target_id(row), "pth2", REASONS[row_tgt[row]])
+        if report.entries and self.split == "test" and not self.allow_missing:
+            ids = list(dict.fromkeys(video_id for _, video_id, _, _ in report.entries))
+            raise MissingVideosError(
+                f"{ann.path}: {len(report):,} of {len(ann):,} test rows lack their video or embedding "
+                f"({len(ids):,} ids, e.g. {', '.join(ids[:5])}; {dict(report.counts())}); "
+                "the gallery would be incomplete: restore them or pass allow_missing=True to evaluate on the rest"
+            )
+        self.rows = np.setdiff1d(np.arange(len(ann), dtype=np.int64), bad)  # kept CSV rows, sorted
+        path = report.write(self.report_dir)
+        (log.warning if report.entries else log.info)(report.summary(path))
+        return report
+
+    # ---- epochs ------------------------------------------------------------------------------
+    def _index_epochs(self) -> None:
+        """Group kept rows by target: rows of target k are rows[order[starts[k] : starts[k] + counts[k]]]."""
+        targets = self.annotations.target[self.rows]
+        self._order = np.argsort(targets, kind="stable")
+        _, self._starts, self._counts = np.unique(targets[self._order], return_index=True, return_counts=True)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Re-draw the triplet of each target (unique_targets mode); call before each epoch."""
+        self._epoch.fill_(int(epoch))
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
+    def __len__(self) -> int:
+        return len(self._starts) if self.epoch_mode == "unique_targets" else len(self.rows)
+
+    def row_of(self, index: int) -> int:
+        """CSV row served at position ``index`` in the current epoch."""
+        if self.epoch_mode == "all_triplets":
+            return int(self.rows[index])
+        pick = np.random.default_rng([self.seed, self.epoch, index, 1]).integers(self._counts[index])
+        return int(self.rows[self._order[self._starts[index] + pick]])
+
+    def target_ids(self) -> list[str]:
+        """Target id of every position (the gallery order for a unique-target test split)."""
+        return [self.annotations.target_id(self.row_of(i)) for i in range(len(self))]
+
+    # ---- items -------------------------------------------------------------------------------
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        ann, row = self.annotations, self.row_of(index)
+        rng = np.random.default_rng([self.seed, self.epoch, row, 2])  # same draw in any worker
+        reference_id, target_id = ann.reference_id(row), ann.target_id(row)
+        try:
+            frames = load_frames(self.video_path(reference_id), self.num_reference_frames, self.reference_sampling, rng)
+        except VideoDecodeError as error:
+            return self._skip(row, reference_id, "pth1", error)
+        item: dict[str, Any] = {
+            "reference_frames": self.transform(frames, generator=rng),  # [F, 3, H, W]
+            "edit": clean_text(ann.edit[row], self.max_words),
+            "reference_caption": clean_text(ann.caption(row, "reference"), self.max_words),
+            "target_caption": clean_text(ann.caption(row, "target"), self.max_words),
+            "reference_id": reference_id,
+            "target_id": target_id,
+            "index": row,
+        }
+        scores = parse_scores(ann.scores[row]) if ann.scores is not None else None
+        if self.store is None:
+            try:
+                frames = load_frames(self.video_path(target_id), self.num_target_frames, "uniform")
+            except VideoDecodeError as error:
+                return self._skip(row, target_id, "pth2", error)
+            item["target_frames"] = self.target_transform(frames)  # [Ft, 3, H, W]
+            item["target_weights"] = _frame_weights(scores, len(frames), np.arange(len(frames)))
+        else:
+            embeddings, n = self.store.get(target_id)  # [n, (Q,) E]
+            if n > self.num_target_frames and self.split == "train":
+                chosen = np.sort(rng.choice(n, self.num_target_frames, replace=False))
+            elif n > self.num_target_frames:
+                chosen = np.asarray(sample_indices(n, self.num_target_frames, "uniform"))
+            else:
+                chosen = np.arange(n)
+            item["target_embedding"] = torch.from_numpy(embeddings[chosen])  # [Ft, (Q,) E]
+            item["target_weights"] = _frame_weights(scores, n, chosen)
+        return item
+
+    def _skip(self, row: int, video_id: str, field: str, error: VideoDecodeError) -> None:
+        if self.split == "test" and not self.allow_missing:
+            raise VideoDecodeError(error.path, f"{error.reason} (test row {row}, {field}={video_id}; allow_missing=True drops it)")
+        log.warning("skipping %s row %d (%s=%s): %s", self.split, row, field, video_id, error)
+        append_skip(self.report_dir, self.split, row, video_id, field, "unreadable")
+        return None
+
+
+def _frame_weights(scores: np.ndarray | None, num_frames: int, chosen: np.ndarray) -> torch.Tensor:
+    """softmax(scores[chosen] / 0.1) when the score list has one entry per frame, else uniform. -> [len(chosen)]"""
+    if scores is None or len(scores) != num_frames:
+        return torch.full((len(chosen),), 1.0 / len(chosen))
+    return score_weights(torch.from_numpy(scores[chosen]).float()[None])[0]

@@ -1,0 +1,126 @@
+"""A generic composed-image-retrieval annotation file (JSON Lines), e.g. for EDIR-style sets.
+
+One JSON object per line:
+  {"reference": "<image id>", "text": "<modification>",
+   "target": "<image id>"  and/or  "ground_truths": ["<image id>", ...],
+   "id": "...", "caption": "...", "category": "...", "subcategory": "..."}   (last four optional)
+Images are `<image_root>/<id><image_extension>`. The gallery is the ids in `gallery_file` (one per
+line, or a JSON list) or, without one, the union of every query's targets and ground truths.
+Every metric is also reported per value of each field in `category_fields`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from covr.eval.datasets.base import (
+    AnnotationError,
+    Benchmark,
+    Gallery,
+    Protocol,
+    Query,
+    RetrievalTask,
+    expect,
+    read_json,
+    single_task_summary,
+)
+
+
+def _read_lines(path: Path) -> list[tuple[int, dict]]:
+    if not path.is_file():
+        raise AnnotationError(f"{path}: annotation file not found")
+    entries = []
+    with open(path, encoding="utf-8") as f:
+        for line_number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                entries.append((line_number, json.loads(line)))
+            except json.JSONDecodeError as error:
+                problem = f"{path}: line {line_number}: not valid JSON ({error}): {line.strip()[:200]}"
+                raise AnnotationError(problem) from error
+    return entries
+
+
+def _read_gallery_ids(path: Path) -> list[str]:
+    if path.suffix == ".json":
+        ids = read_json(path)
+        valid = isinstance(ids, list) and all(isinstance(i, str) for i in ids)
+        expect(valid, path, "top level", "[...]", "expected a list of ids")
+        return ids
+    if not path.is_file():
+        raise AnnotationError(f"{path}: gallery list not found")
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _parse_entry(entry: dict, where: str, path: Path, category_fields: Sequence[str]) -> dict:
+    expect(isinstance(entry, dict), path, where, entry, "expected a JSON object")
+    for key in ("reference", "text"):
+        expect(isinstance(entry.get(key), str) and entry[key] != "", path, where, entry, f"missing or empty {key!r}")
+    target = entry.get("target")
+    gts = entry.get("ground_truths")
+    expect(target is not None or gts is not None, path, where, entry, "needs 'target' or 'ground_truths'")
+    expect(target is None or isinstance(target, str), path, where, entry, "'target' must be a string")
+    valid = gts is None or (isinstance(gts, list) and gts and all(isinstance(g, str) for g in gts))
+    expect(valid, path, where, entry, "'ground_truths' must be a non-empty list of strings")
+    caption = entry.get("caption")
+    expect(caption is None or isinstance(caption, str), path, where, entry, "'caption' must be a string")
+    categories = {}
+    for key in category_fields:
+        if entry.get(key) is not None:
+            expect(isinstance(entry[key], str), path, where, entry, f"{key!r} must be a string")
+            categories[key] = entry[key]
+    target = target if target is not None else gts[0]
+    return {"target": target, "gts": tuple(dict.fromkeys(gts or ())), "categories": categories}
+
+
+def load_cir_jsonl(
+    annotation: str | Path,
+    image_root: str | Path,
+    gallery_file: str | Path | None = None,
+    image_extension: str = "",
+    exclude_reference: bool = True,
+    category_fields: Sequence[str] = ("category", "subcategory"),
+    name: str = "cir_jsonl",
+    split: str = "test",
+) -> Benchmark:
+    """Read a generic CIR JSONL annotation file (see module docstring)."""
+    annotation, image_root = Path(annotation), Path(image_root)
+    queries, union, has_gts, seen = [], {}, False, set()
+    for line_number, entry in _read_lines(annotation):
+        where = f"line {line_number}"
+        parsed = _parse_entry(entry, where, annotation, category_fields)
+        query_id = str(entry.get("id", line_number))
+        expect(query_id not in seen, annotation, where, entry, f"duplicate id {query_id}")
+        seen.add(query_id)
+        has_gts |= bool(parsed["gts"])
+        for image in (parsed["target"], *parsed["gts"]):
+            union.setdefault(image, None)
+        reference = entry["reference"]
+        queries.append(
+            Query(
+                id=query_id,
+                reference=reference,
+                reference_path=image_root / f"{reference}{image_extension}",
+                text=entry["text"],
+                caption=entry.get("caption"),
+                target=parsed["target"],
+                ground_truths=parsed["gts"],
+                exclude=(reference,) if exclude_reference else (),
+                categories=parsed["categories"],
+            )
+        )
+    if not queries:
+        raise AnnotationError(f"{annotation}: no queries")
+    ids = _read_gallery_ids(Path(gallery_file)) if gallery_file is not None else list(union)
+    gallery = Gallery(ids, [image_root / f"{i}{image_extension}" for i in ids])
+    return Benchmark(
+        name=name,
+        split=split,
+        tasks=[RetrievalTask(f"{name}/{split}", queries, gallery)],
+        protocol=Protocol(recall_ks=(1, 5, 10, 50), map_ks=(5, 10, 25, 50) if has_gts else ()),
+        summarise=single_task_summary(),
+        options={"exclude_reference": exclude_reference, "gallery": "file" if gallery_file else "union of targets"},
+    )

@@ -1,0 +1,100 @@
+"""Batched, parallel decoding of gallery / query files into model-ready frames.
+
+An image is a one-frame video. A file that cannot be read does not stop the loader: its batch
+reports it in `failures`, and the caller decides (skip and count a gallery item, or fail / drop a
+query).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from covr.data.transforms import test_transform
+from covr.data.errors import CovrDataError
+from covr.data.video import load_frames
+
+
+def _load_frames(path: Path, num_frames: int, strategy: str) -> np.ndarray | Tensor:
+    """uint8 frames [F, H, W, 3] (an image is one frame); raises on any unreadable file."""
+    return load_frames(path, num_frames, strategy)
+
+
+@dataclass
+class FrameBatch:
+    """indices [B] into the path list; frames [B, F, 3, S, S]; frame_mask [B, F] (True = real frame).
+
+    frames / frame_mask are None when every item of the batch failed; failures: (index, reason).
+    """
+
+    indices: Tensor
+    frames: Tensor | None
+    frame_mask: Tensor | None
+    failures: list[tuple[int, str]]
+
+
+class FrameDataset(Dataset):
+    """Decodes paths[i] into normalised frames [F, 3, size, size] (F <= num_frames).
+
+    strategy: covr.data.video's frame sampling ("middle": one frame; "uniform": the middles of
+    num_frames equal segments).
+    """
+
+    def __init__(self, paths: Sequence[Path], image_size: int, num_frames: int = 1, strategy: str = "uniform") -> None:
+        self.paths, self.image_size, self.num_frames, self.strategy = list(paths), image_size, num_frames, strategy
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[int, Tensor | None, str | None]:
+        path = Path(self.paths[index])
+        try:
+            frames = test_transform(_load_frames(path, self.num_frames, self.strategy), self.image_size)
+            if frames.dim() != 4 or frames.shape[0] == 0:
+                raise ValueError(f"decoded to shape {tuple(frames.shape)}, expected [F>0, 3, S, S]")
+            return index, frames[: self.num_frames], None
+        except Exception as error:  # any decoder failure marks this one file unreadable
+            reason = str(error) if isinstance(error, CovrDataError) else f"{path}: {type(error).__name__}: {error}"
+            return index, None, reason
+
+
+def collate_frames(items: list[tuple[int, Tensor | None, str | None]]) -> FrameBatch:
+    """Pad the readable items to the longest frame count; collect the unreadable ones."""
+    good = [(i, x) for i, x, _ in items if x is not None]
+    failures = [(i, reason) for i, x, reason in items if x is None]
+    if not good:
+        return FrameBatch(torch.zeros(0, dtype=torch.long), None, None, failures)
+    longest = max(x.shape[0] for _, x in good)
+    frames = good[0][1].new_zeros(len(good), longest, *good[0][1].shape[1:])  # [B, F, 3, S, S]
+    mask = torch.zeros(len(good), longest, dtype=torch.bool)
+    for row, (_, x) in enumerate(good):
+        frames[row, : x.shape[0]] = x
+        mask[row, : x.shape[0]] = True
+    return FrameBatch(torch.tensor([i for i, _ in good]), frames, mask, failures)
+
+
+def iterate_frames(
+    paths: Sequence[Path],
+    image_size: int,
+    num_frames: int = 1,
+    strategy: str = "uniform",
+    batch_size: int = 32,
+    num_workers: int = 0,
+    description: str = "",
+) -> Iterator[FrameBatch]:
+    """FrameBatches over `paths` in order, decoded by `num_workers` processes, with a progress bar."""
+    loader = DataLoader(
+        FrameDataset(paths, image_size, num_frames, strategy),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=collate_frames,
+        shuffle=False,
+    )
+    yield from tqdm(loader, desc=description, unit="batch", leave=False, dynamic_ncols=True)

@@ -1,0 +1,176 @@
+"""Exact top-K retrieval over large galleries in bounded blocks, and an optional faiss path.
+
+The query x gallery similarity matrix is never materialised whole: the gallery is walked in
+chunks (outer loop, so each chunk is cast / moved to the device once), queries in chunks (inner
+loop), and a running top-K per query is merged after every block. At most one block of
+`query_chunk x gallery_chunk` scores (x Q tokens in "max" mode) exists at a time.
+
+Ordering is deterministic: score descending, then lower gallery index first. Excluded entries
+(a query's own reference) never appear; when fewer than K entries remain, the tail of a row is
+padded with index -1 and score -inf.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from covr.models.similarity import SimilarityMode, pool_tokens, similarity
+
+DEFAULT_BLOCK_ELEMENTS = 1 << 25  # 32M scores (128 MB fp32) per block
+
+
+def _block_topk(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Top-k of each row of scores [B, N] ordered by (score desc, index asc) -> ([B, k], [B, k])."""
+    extra = int(k < scores.shape[1])
+    values, indices = scores.topk(k + extra, dim=1)
+    if torch.isnan(values).any():
+        raise ValueError("similarity scores contain NaN: check the query / gallery embeddings")
+    # torch.topk picks arbitrarily among values tied with the k-th one; a tie crosses the cut
+    # exactly when the (k+1)-th value equals the k-th: redo those rows with a stable full sort.
+    if extra:
+        ambiguous = values[:, k] == values[:, k - 1]
+    else:
+        ambiguous = torch.zeros(len(values), dtype=torch.bool, device=values.device)
+    values, indices = values[:, :k], indices[:, :k]
+    if ambiguous.any():
+        rows = ambiguous.nonzero().squeeze(1)
+        v, i = torch.sort(scores[rows], dim=1, descending=True, stable=True)
+        values[rows], indices[rows] = v[:, :k], i[:, :k]
+    if k > 1 and (values[:, 1:] == values[:, :-1]).any():  # ties inside the top-k: lower index first
+        by_index = indices.argsort(dim=1)
+        values, indices = values.gather(1, by_index), indices.gather(1, by_index)
+        values, order = values.sort(dim=1, descending=True, stable=True)
+        indices = indices.gather(1, order)
+    return values, indices
+
+
+def _exclusion_pairs(exclude: Sequence[Sequence[int]] | None, num_queries: int) -> tuple[Tensor, Tensor]:
+    """Flatten per-query excluded gallery indices into (rows, cols) long tensors."""
+    if exclude is None:
+        return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    if len(exclude) != num_queries:
+        raise ValueError(f"exclude has {len(exclude)} entries for {num_queries} queries")
+    rows = [i for i, cols in enumerate(exclude) for _ in cols]
+    cols = [c for cols in exclude for c in cols]
+    return torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)
+
+
+def topk_similarity(
+    query: Tensor,
+    gallery: Tensor,
+    k: int,
+    mode: SimilarityMode = "mean",
+    exclude: Sequence[Sequence[int]] | None = None,
+    query_chunk: int = 1024,
+    gallery_chunk: int | None = None,
+    max_block_elements: int = DEFAULT_BLOCK_ELEMENTS,
+) -> tuple[Tensor, Tensor]:
+    """Exact top-k gallery entries per query.
+
+    query:   [Bq, E] or [Bq, Q, E] (pooled before scoring), on the device to compute on
+    gallery: [N, E] or [N, Q, E] (token form needed for mode "max"), any device / float dtype
+    exclude: per query, gallery indices that must not be returned
+    gallery_chunk: rows per gallery chunk (default: fill `max_block_elements` per block)
+    returns  scores [Bq, min(k, N)] fp32 and indices [Bq, min(k, N)] long, best first
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    query = pool_tokens(query).float()  # [Bq, E]
+    device, num_queries, num_gallery = query.device, query.shape[0], gallery.shape[0]
+    k = min(k, num_gallery)
+    tokens = gallery.shape[1] if mode == "max" and gallery.dim() == 3 else 1
+    query_chunk = max(1, min(query_chunk, num_queries))
+    if gallery_chunk is None:
+        gallery_chunk = max(k, max_block_elements // (query_chunk * tokens))
+    ex_rows, ex_cols = _exclusion_pairs(exclude, num_queries)
+    best_values = [query.new_empty(min(query_chunk, num_queries - q0), 0) for q0 in range(0, num_queries, query_chunk)]
+    best_indices = [torch.empty_like(v, dtype=torch.long) for v in best_values]
+    for g0 in range(0, num_gallery, gallery_chunk):
+        g1 = min(g0 + gallery_chunk, num_gallery)
+        chunk = gallery[g0:g1].to(device=device, dtype=torch.float32)
+        if mode == "mean":
+            chunk = pool_tokens(chunk)  # [bg, E]
+        in_chunk = (ex_cols >= g0) & (ex_cols < g1)
+        chunk_rows, chunk_cols = ex_rows[in_chunk], ex_cols[in_chunk] - g0
+        for c, q0 in enumerate(range(0, num_queries, query_chunk)):
+            q1 = min(q0 + query_chunk, num_queries)
+            scores = similarity(query[q0:q1], chunk, mode)  # [bq, bg]
+            hit = (chunk_rows >= q0) & (chunk_rows < q1)
+            if hit.any():
+                scores[(chunk_rows[hit] - q0).to(device), chunk_cols[hit].to(device)] = float("-inf")
+            values, indices = _block_topk(scores, min(k, g1 - g0))
+            del scores  # free this block before the next one is computed
+            if g0 > 0:  # merge; earlier chunks hold lower indices, so a stable sort keeps (score desc, index asc)
+                values = torch.cat([best_values[c], values], dim=1)
+                indices = torch.cat([best_indices[c], indices + g0], dim=1)
+                values, order = values.sort(dim=1, descending=True, stable=True)
+                values, indices = values[:, :k], indices.gather(1, order[:, :k])
+            best_values[c], best_indices[c] = values, indices
+    values, indices = torch.cat(best_values), torch.cat(best_indices)
+    indices[values == float("-inf")] = -1
+    return values, indices
+
+
+def topk_faiss(
+    query: Tensor,
+    gallery: Tensor,
+    k: int,
+    exclude: Sequence[Sequence[int]] | None = None,
+    index_factory: str = "Flat",
+    nprobe: int = 16,
+) -> tuple[Tensor, Tensor]:
+    """Top-k by inner product with faiss (`pip install covr[faiss]`); mean-pooled similarity only.
+
+    index_factory "Flat" is exact (IndexFlatIP); e.g. "IVF4096,Flat" or "HNSW32" are approximate.
+    Ties are ordered as faiss returns them. Same output convention as `topk_similarity`.
+    """
+    try:
+        import faiss
+    except ImportError as error:
+        raise ImportError("the faiss top-k path needs faiss-cpu: pip install 'covr[faiss]'") from error
+    q = pool_tokens(query).float().cpu().contiguous().numpy()
+    g = pool_tokens(gallery).float().cpu().contiguous().numpy()
+    index = faiss.index_factory(g.shape[1], index_factory, faiss.METRIC_INNER_PRODUCT)
+    if not index.is_trained:
+        index.train(g)
+    index.add(g)
+    if hasattr(index, "nprobe"):
+        index.nprobe = nprobe
+    k = min(k, g.shape[0])
+    extra = max((len(e) for e in exclude), default=0) if exclude is not None else 0
+    scores, ids = index.search(q, min(k + extra, g.shape[0]))
+    values = torch.full((q.shape[0], k), float("-inf"))
+    indices = torch.full((q.shape[0], k), -1, dtype=torch.long)
+    for row in range(q.shape[0]):
+        banned = set(exclude[row]) if exclude is not None else set()
+        kept = [(s, i) for s, i in zip(scores[row].tolist(), ids[row].tolist()) if i >= 0 and i not in banned][:k]
+        if kept:
+            values[row, : len(kept)] = torch.tensor([s for s, _ in kept])
+            indices[row, : len(kept)] = torch.tensor([i for _, i in kept])
+    return values, indices
+
+
+def rank_candidates(
+    query: Tensor, gallery: Tensor, candidates: Sequence[Sequence[int]], mode: SimilarityMode = "mean"
+) -> list[list[int]]:
+    """Rank each query's own small candidate set (CIRR img_set): gallery indices, best first.
+
+    query [Bq, E] or [Bq, Q, E]; gallery [N, E] or [N, Q, E]; ties go to the lower gallery index.
+    """
+    if len(candidates) != query.shape[0]:
+        raise ValueError(f"{len(candidates)} candidate lists for {query.shape[0]} queries")
+    query = pool_tokens(query).float()
+    ranked: list[list[int]] = []
+    for row, members in enumerate(candidates):
+        if not members:
+            ranked.append([])
+            continue
+        index = torch.tensor(sorted(set(members)), dtype=torch.long)
+        members_emb = gallery[index].to(device=query.device, dtype=torch.float32)
+        scores = similarity(query[row : row + 1], members_emb, mode)[0].cpu()  # [C]
+        order = scores.sort(descending=True, stable=True).indices
+        ranked.append(index[order].tolist())
+    return ranked

@@ -1,0 +1,1 @@
+"""Lightning glue: the training module, optimisation, checkpointing and the train/test runs."""

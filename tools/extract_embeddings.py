@@ -1,0 +1,97 @@
+"""Precompute per-frame target embeddings into an EmbeddingStore (covr/data/embedding_store.py).
+
+    python tools/extract_embeddings.py --csv webvid2m-covr_train.csv --video-root ROOT \
+        --checkpoint runs/x/last.ckpt --out stores/webvid2m-train [--mean-tokens]
+    python tools/extract_embeddings.py --folder images/ --model blip2 --out stores/cirr
+
+Sharding: --num-shards/--shard-id default to SLURM_NTASKS/SLURM_PROCID or WORLD_SIZE/RANK, so
+`srun python tools/extract_embeddings.py ...` splits the work; every shard writes its own
+files in the same store. Rerunning the same command resumes (finished rows are skipped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from covr.data.extract import extract_embeddings, shard_from_env, videos_from_csv, videos_from_folder  # noqa: E402
+
+
+def load_encoder(checkpoint: str | None, model: str | None, overrides: list[str], conf_dir: Path = REPO / "conf"):
+    """The retriever from a covr checkpoint, or built from <conf_dir>/model/<model>.yaml (+ Hydra overrides)."""
+    import covr.models
+
+    if checkpoint:
+        return covr.models.load_retriever(checkpoint)
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base=None):
+        cfg = compose(overrides=[f"+model={model}", *overrides])
+    return covr.models.build_retriever(OmegaConf.to_container(cfg.model, resolve=True))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    env_shards, env_shard_id = shard_from_env()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--csv", help="WebVid-CoVR annotation CSV: encode its unique targets (pth2)")
+    source.add_argument("--folder", help="encode every video / image under this folder (id = relative path without extension)")
+    parser.add_argument("--video-root", help="folder holding <pth>.mp4 (with --csv)")
+    parser.add_argument("--include-references", action="store_true", help="with --csv, also encode the pth1 videos")
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--checkpoint", help="covr checkpoint (load_retriever)")
+    model.add_argument("--model", help="config name under conf/model (build_retriever)")
+    parser.add_argument("--override", action="append", default=[], help="Hydra override for --model, e.g. model.backbone.image_size=224")
+    parser.add_argument("--out", required=True, help="store folder (created, or resumed when it exists)")
+    parser.add_argument("--num-frames", type=int, default=15, help="frames per video, uniformly sampled")
+    parser.add_argument("--mean-tokens", action="store_true", help="store the token mean [F, E] instead of [F, Q, E]")
+    parser.add_argument("--dtype", choices=("float16", "float32"), default="float16")
+    parser.add_argument("--num-shards", type=int, default=env_shards)
+    parser.add_argument("--shard-id", type=int, default=env_shard_id)
+    parser.add_argument("--batch-size", type=int, default=16, help="videos per forward pass")
+    parser.add_argument("--num-workers", type=int, default=4, help="decoding processes")
+    parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    args = parser.parse_args(argv)
+    if args.csv and not args.video_root:
+        parser.error("--csv needs --video-root")
+    if not 0 <= args.shard_id < args.num_shards:
+        parser.error(f"--shard-id {args.shard_id} is not in [0, {args.num_shards})")
+    return args
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = parse_args(argv)
+    if args.csv:
+        videos = videos_from_csv(args.csv, args.video_root, include_references=args.include_references)
+    else:
+        videos = videos_from_folder(args.folder)
+    if not videos:
+        raise SystemExit(f"no videos found in {args.csv or args.folder}")
+    encoder = load_encoder(args.checkpoint, args.model, args.override)
+    result = extract_embeddings(
+        encoder, videos, args.out, num_frames=args.num_frames, mean_tokens=args.mean_tokens,
+        num_shards=args.num_shards, shard_id=args.shard_id, batch_size=args.batch_size,
+        num_workers=args.num_workers, dtype=args.dtype, device=args.device,
+    )  # fmt: skip
+    print(
+        f"shard {args.shard_id}/{args.num_shards}: wrote {result.written}, already done {result.already_done}, "
+        f"failed {len(result.failed)}; store {args.out} (identity {result.store.identity})"
+    )
+    return 1 if result.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""Train covr models: `python train.py experiment=toy` (see README, "Training")."""
+
+import hydra
+from omegaconf import DictConfig
+
+import covr.training.config  # noqa: F401  (registers the config resolvers)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> None:
+    from covr.training.run import train
+
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()
