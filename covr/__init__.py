@@ -1,3 +1,17 @@
-"""covr: composed video retrieval (X-Aligner on BLIP-2 / BLIP, CoVR-2 baseline)."""
+"""covr: composed video retrieval (X-Aligner on BLIP-2 / BLIP, CoVR-2 baseline).
+
+`covr.load(path_or_hub_id)` returns a ready-to-search retriever (see covr.api)."""
+
+from __future__ import annotations
+
+from typing import Any
 
 __version__ = "0.1.0"
+
+
+def load(source: Any, device: Any = None, **options: Any) -> Any:
+    """Load a retriever from a covr model folder or checkpoint, a transformers folder or hub id, or a
+    LAVIS / CoVR / CoVR-2 file; returns a `covr.api.Retriever` (imported lazily: `import covr` stays cheap)."""
+    from covr.api import load as _load
+
+    return _load(source, device, **options)

@@ -35,8 +35,9 @@ def hn_nce(query: Tensor, target: Tensor, alpha: float = 1.0, beta: float = 0.5,
     """HN-NCE between matching rows of query [B, E] and target [B, E] (row i's positive is target i)."""
     if alpha <= 0:
         raise ValueError(f"HN-NCE alpha must be > 0, got {alpha}")
-    logits = (query.float() @ target.float().T) / tau
-    return _hn_nce_rows(logits, alpha, beta) + _hn_nce_rows(logits.T, alpha, beta)
+    with torch.autocast(query.device.type, enabled=False):  # bf16/fp16 autocast would run the matmul in half precision
+        logits = (query.float() @ target.float().T) / tau
+        return _hn_nce_rows(logits, alpha, beta) + _hn_nce_rows(logits.T, alpha, beta)
 
 
 def gather_with_grad(x: Tensor) -> Tensor:

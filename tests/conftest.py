@@ -7,10 +7,16 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tiny models: one intra-op thread is several times faster than two competing ones on a 2-core
+# machine; subprocesses started by the tests inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -44,10 +50,33 @@ TINY_SPEC = {
 }
 
 
-def tiny_model_config(**overrides) -> dict:
+TINY_BLIP_SPEC = {
+    "vision_config": {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "image_size": 32,
+        "patch_size": 8,
+        "layer_norm_eps": 1e-6,
+    },
+    "text_config": {
+        "vocab_size": len(TINY_VOCAB) + 2,  # + [DEC] + [ENC]
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "max_position_embeddings": 64,
+    },
+    "image_text_hidden_size": 16,
+}
+
+
+def tiny_model_config(family: str = "blip2", **overrides) -> dict:
     """A complete retriever config (covr.models.build_retriever format) with tiny sizes."""
+    spec = TINY_SPEC if family == "blip2" else TINY_BLIP_SPEC
     cfg = {
-        "backbone": {"family": "blip2", "weights": None, "spec": copy.deepcopy(TINY_SPEC), "tokenizer": list(TINY_VOCAB), "seed": 0},
+        "backbone": {"family": family, "weights": None, "spec": copy.deepcopy(spec), "tokenizer": list(TINY_VOCAB), "seed": 0},
         "query_head": "xaligner",
         "xaligner": {"num_blocks": 2, "num_heads": 2, "max_frames": 8},
         "reference_frames": "middle",
@@ -62,11 +91,20 @@ def tiny_model_config(**overrides) -> dict:
     return cfg
 
 
-@pytest.fixture(scope="session")
-def blip2_fixture_path() -> Path:
-    path = FIXTURES / "lavis_blip2_tiny.pt"
+def _fixture(name: str) -> Path:
+    path = FIXTURES / name
     if not path.is_file():
         if os.environ.get("COVR_REQUIRE_FIXTURES"):
             pytest.fail(f"reference fixture {path} not found")
         pytest.skip(f"reference fixture {path} not found (../shared is not beside the checkout)")
     return path
+
+
+@pytest.fixture(scope="session")
+def blip2_fixture_path() -> Path:
+    return _fixture("lavis_blip2_tiny.pt")
+
+
+@pytest.fixture(scope="session")
+def blip_fixture_path() -> Path:
+    return _fixture("lavis_blip_tiny.pt")

@@ -7,6 +7,11 @@
 Sharding: --num-shards/--shard-id default to SLURM_NTASKS/SLURM_PROCID or WORLD_SIZE/RANK, so
 `srun python tools/extract_embeddings.py ...` splits the work; every shard writes its own
 files in the same store. Rerunning the same command resumes (finished rows are skipped).
+Each task takes the GPU of its node-local rank (SLURM_LOCALID / LOCAL_RANK), so one task per GPU
+works with or without Slurm's per-task GPU binding. Several nodes, 4 GPUs each:
+
+    srun --nodes=2 --ntasks-per-node=4 --gpus-per-node=4 --cpus-per-task=8 \
+        python tools/extract_embeddings.py --csv ... --video-root ... --checkpoint ... --out STORE
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ def load_encoder(checkpoint: str | None, model: str | None, overrides: list[str]
     import covr.models
 
     if checkpoint:
-        return covr.models.load_retriever(checkpoint)
+        return covr.models.load_model(checkpoint)
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -45,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--video-root", help="folder holding <pth>.mp4 (with --csv)")
     parser.add_argument("--include-references", action="store_true", help="with --csv, also encode the pth1 videos")
     model = parser.add_mutually_exclusive_group(required=True)
-    model.add_argument("--checkpoint", help="covr checkpoint (load_retriever)")
+    model.add_argument("--checkpoint", help="weights in any format covr.load reads (covr checkpoint or folder, LAVIS / CoVR file, hub id)")
     model.add_argument("--model", help="config name under conf/model (build_retriever)")
     parser.add_argument("--override", action="append", default=[], help="Hydra override for --model, e.g. model.backbone.image_size=224")
     parser.add_argument("--out", required=True, help="store folder (created, or resumed when it exists)")
@@ -56,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--shard-id", type=int, default=env_shard_id)
     parser.add_argument("--batch-size", type=int, default=16, help="videos per forward pass")
     parser.add_argument("--num-workers", type=int, default=4, help="decoding processes")
-    parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    parser.add_argument("--device", default=default_device(), help="default: the GPU of this task's node-local rank, else cpu")
     args = parser.parse_args(argv)
     if args.csv and not args.video_root:
         parser.error("--csv needs --video-root")
@@ -65,10 +70,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _cuda() -> bool:
+def default_device(environ: dict[str, str] | None = None) -> str:
+    """cuda:<node-local rank modulo visible GPUs> (SLURM_LOCALID, else LOCAL_RANK, else 0), or cpu."""
+    import os
+
     import torch
 
-    return torch.cuda.is_available()
+    if not torch.cuda.is_available():
+        return "cpu"
+    env = os.environ if environ is None else environ
+    local = int(env.get("SLURM_LOCALID", env.get("LOCAL_RANK", 0)))
+    return f"cuda:{local % torch.cuda.device_count()}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,8 @@
-"""Models: backbones (BLIP-2), X-Aligner, the composed retriever and their factories."""
+"""Models: backbones (BLIP-2, BLIP), X-Aligner, the composed retriever, their factories and the
+one loader for every weights format (`load_model`)."""
 
 from covr.models.build import build_backbone, build_retriever, checkpoint_payload, load_retriever
+from covr.models.loading import load_model
 from covr.models.retriever import ComposedRetriever
 from covr.models.similarity import similarity
 from covr.models.xaligner import XAligner, XAlignerConfig
@@ -12,6 +14,7 @@ __all__ = [
     "build_backbone",
     "build_retriever",
     "checkpoint_payload",
+    "load_model",
     "load_retriever",
     "similarity",
 ]

@@ -34,10 +34,23 @@ class Backbone(nn.Module):
     """
 
     family: str = "base"
+    config = None  # the transformers config of the wrapped model (vision_config, image_text_hidden_size)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.target_path: nn.ModuleDict | None = None  # frozen copy of target-path parts, once made
 
     @property
-    def image_size(self) -> int:  # pragma: no cover - interface
-        raise NotImplementedError
+    def image_size(self) -> int:
+        return int(self.config.vision_config.image_size)
+
+    @property
+    def vision_width(self) -> int:
+        return int(self.config.vision_config.hidden_size)
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.config.image_text_hidden_size)
 
     def check_frame_size(self, pixels: Tensor) -> None:
         """Reject frames whose size does not match the vision position embeddings."""

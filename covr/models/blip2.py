@@ -66,24 +66,11 @@ class Blip2Backbone(Backbone):
         self.tokenizer = tokenizer
         if post_layernorm_eps is not None:  # LAVIS's ln_vision uses 1e-5, transformers' config 1e-6
             self.vision_model.post_layernorm.eps = float(post_layernorm_eps)
-        self.target_path: nn.ModuleDict | None = None
 
     # ---- sizes -------------------------------------------------------------------------------
     @property
-    def image_size(self) -> int:
-        return int(self.config.vision_config.image_size)
-
-    @property
     def hidden_size(self) -> int:
         return int(self.config.qformer_config.hidden_size)
-
-    @property
-    def vision_width(self) -> int:
-        return int(self.config.vision_config.hidden_size)
-
-    @property
-    def embed_dim(self) -> int:
-        return int(self.config.image_text_hidden_size)
 
     @property
     def num_query_tokens(self) -> int:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 from transformers import Blip2Config, Blip2ForImageTextRetrieval
 
 from covr.models.blip2 import Blip2Backbone, build_blip2_random, make_blip2_config
-from covr.models.checkpoint_io import CheckpointError, load_state, read_checkpoint, strip_prefix
+from covr.models.checkpoint_io import CheckpointError, load_state, strip_prefix
 from covr.models.convert.lavis_blip2 import (
     add_vision_prefix,
     convert_lavis_blip2,
@@ -71,28 +70,46 @@ def backbone_from_lavis_state(
     converted, dropped, unknown = convert_lavis_blip2(state)
     if dropped:
         log.info("%s: dropped %d keys retrieval does not use (LM head, temp, position ids)", source, len(dropped))
+    if unknown:
+        msg = f"{source}: {len(unknown)} keys have no BLIP-2 counterpart: {', '.join(sorted(unknown)[:25])}"
+        if strict:
+            raise CheckpointError(msg + " (strict=False ignores them)")
+        log.warning(msg)
+    spec = copy.deepcopy(base_spec or {})
+    spec.setdefault("post_layernorm_eps", 1e-5)  # LAVIS ln_vision
+    return backbone_from_blip2_state(converted, tokenizer, spec, image_size, attn_implementation, strict, source)
+
+
+def backbone_from_blip2_state(
+    converted: Mapping[str, Tensor],
+    tokenizer,
+    base_spec: dict[str, Any] | None = None,
+    image_size: int | None = None,
+    attn_implementation: str = "sdpa",
+    strict: bool = True,
+    source: str = "state dict",
+) -> Blip2Backbone:
+    """A backbone from a state dict under transformers BLIP-2 names (converted from LAVIS, or a
+    transformers `model.safetensors`): sizes from the tensor shapes, the rest from `base_spec`."""
+    converted = dict(converted)
     spec = infer_blip2_spec(converted, copy.deepcopy(base_spec or {}))
     extra_layers = _vision_layers_beyond(converted, spec["vision_config"]["num_hidden_layers"])
     if extra_layers:
         log.info("%s: dropping %d vision keys beyond block %d, as LAVIS does", source, len(extra_layers), spec["vision_config"]["num_hidden_layers"])
         for k in extra_layers:
             converted.pop(k)
-    _set_image_size(converted, spec, image_size, source)
-    spec.setdefault("post_layernorm_eps", 1e-5)  # LAVIS ln_vision
+    set_image_size(converted, spec, image_size, source)
     config = make_blip2_config(spec)
     config._attn_implementation = attn_implementation
     model = Blip2ForImageTextRetrieval(config)
-    backbone = Blip2Backbone(model, tokenizer, spec["post_layernorm_eps"])
-    if unknown:
-        msg = f"{source}: {len(unknown)} keys have no BLIP-2 counterpart: {', '.join(sorted(unknown)[:25])}"
-        if strict:
-            raise CheckpointError(msg + " (strict=False ignores them)")
-        log.warning(msg)
-    load_state(backbone, converted, source, strict=strict)
+    backbone = Blip2Backbone(model, tokenizer, spec.get("post_layernorm_eps"))
+    load_state(backbone, converted, source, strict=strict, optional=("itm_head.",))
     return backbone
 
 
-def _set_image_size(state: dict[str, Tensor], spec: dict[str, Any], image_size: int | None, source: str) -> None:
+def set_image_size(state: dict[str, Tensor], spec: dict[str, Any], image_size: int | None, source: str) -> None:
+    """Run at `image_size` (default: the spec's): interpolate the position embeddings in `state` to
+    its patch grid (logged) and record it in `spec["vision_config"]`."""
     vision = spec["vision_config"]
     if image_size is None:
         image_size = vision["image_size"]
@@ -133,40 +150,21 @@ def backbone_from_pretrained(
 def build_blip2_backbone(cfg: Mapping[str, Any]) -> Blip2Backbone:
     """Backbone from covr's config (conf/model/backbone/*.yaml):
 
-    weights: null (random init from `spec`), a hub id / transformers folder, or a LAVIS / CoVR-2 file
+    weights: null (random init from `spec`), or weights of any supported format: a hub id /
+    transformers folder, a LAVIS / CoVR-2 file, ... (detected by covr.models.loading)
     vision_weights: optional second file holding the ViT (LAVIS stage-1 checkpoints)
     tokenizer: vocabulary source (list, vocab.txt, folder, hub id); defaults to the weights' own
     spec: architecture (transformers field names); image_size: run size (interpolates positions)
     """
-    weights = cfg.get("weights")
+    if cfg.get("weights") is not None:
+        from covr.models.loading import load_backbone_weights  # one loader for every format
+
+        return load_backbone_weights({"family": "blip2", **cfg})
     spec = copy.deepcopy(dict(cfg.get("spec") or {}))
     image_size = cfg.get("image_size")
-    attn = cfg.get("attn_implementation", "sdpa")
     tok_source = cfg.get("tokenizer")
-    tokenizer = build_tokenizer(tok_source, "blip2") if tok_source is not None else None
-    if weights is None:
-        if tokenizer is None:
-            raise ValueError("a randomly initialised backbone needs `tokenizer` (a vocabulary source)")
-        if image_size is not None:
-            spec.setdefault("vision_config", {})["image_size"] = image_size
-        return build_blip2_random(spec, tokenizer, attn, cfg.get("seed"))
-    path = Path(str(weights))
-    if path.is_dir() or not path.exists():
-        if not path.exists() and (str(weights).startswith((".", "/")) or str(weights).endswith((".pth", ".ckpt", ".pt"))):
-            raise CheckpointError(f"weights file {weights} does not exist")
-        return backbone_from_pretrained(str(weights), tokenizer, image_size, attn, spec.get("post_layernorm_eps"))
-    if tokenizer is None:
-        raise ValueError(f"LAVIS weights {weights} carry no tokenizer: set `tokenizer` (e.g. bert-base-uncased)")
-    vision = cfg.get("vision_weights")
-    vision_state = read_checkpoint(vision) if vision else None
-    return backbone_from_lavis_state(
-        lavis_state_dict(read_checkpoint(path)),
-        tokenizer,
-        base_spec=spec,
-        vision_state=vision_state,
-        image_size=image_size,
-        attn_implementation=attn,
-        strict=cfg.get("strict", True),
-        source=str(path),
-    )
-
+    if tok_source is None:
+        raise ValueError("a randomly initialised backbone needs `tokenizer` (a vocabulary source)")
+    if image_size is not None:
+        spec.setdefault("vision_config", {})["image_size"] = image_size
+    return build_blip2_random(spec, build_tokenizer(tok_source, "blip2"), cfg.get("attn_implementation", "sdpa"), cfg.get("seed"))

@@ -9,6 +9,7 @@ Config (conf/model/*.yaml, passed here as a plain dict; model code never imports
     stage: 1 | 2
     text_encoder: null | [backbone parameter globs]   (stage 2; null = the backbone's default)
     init_from: null | a covr checkpoint whose weights initialise this model (stage 2 from stage 1)
+    gradient_checkpointing: false | true (activation checkpointing of X-Aligner and trained layers)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch import Tensor
 
 from covr.models.backbone import Backbone
 from covr.models.blip2_loading import build_blip2_backbone
+from covr.models.blip_loading import build_blip_random_backbone
 from covr.models.checkpoint_io import CheckpointError, load_state, read_checkpoint
 from covr.models.retriever import ComposedRetriever
 from covr.models.xaligner import XAlignerConfig
@@ -33,11 +35,22 @@ CHECKPOINT_KEY = "covr"  # top-level key covr's Lightning checkpoints carry (con
 STATE_PREFIX = "model."  # the LightningModule holds the retriever as `self.model`
 
 
+FAMILIES = ("blip2", "blip")
+
+
 def build_backbone(cfg: Mapping[str, Any]) -> Backbone:
+    """Backbone from its config: random init from `spec` when `weights` is null, else weights of any
+    supported format (detected; see covr.models.loading), checked against `family`."""
     family = cfg.get("family", "blip2")
-    if family == "blip2":
-        return build_blip2_backbone(cfg)
-    raise ValueError(f"unknown backbone family {family!r}; expected 'blip2'")
+    if family not in FAMILIES:
+        raise ValueError(f"unknown backbone family {family!r}; expected one of {', '.join(FAMILIES)}")
+    if cfg.get("weights") is not None:
+        from covr.models.loading import load_backbone_weights  # loading builds retrievers too
+
+        return load_backbone_weights(cfg)
+    if family == "blip":
+        return build_blip_random_backbone(cfg)
+    return build_blip2_backbone(cfg)
 
 
 def build_retriever(cfg: Mapping[str, Any], backbone: Backbone | None = None) -> ComposedRetriever:
@@ -58,6 +71,8 @@ def build_retriever(cfg: Mapping[str, Any], backbone: Backbone | None = None) ->
         if model.xaligner is not None and obj[CHECKPOINT_KEY]["model_config"].get("stage") == 0:
             model.xaligner.init_projection(backbone.text_projection)  # start again from the adapted query head
     model.configure_stage(int(cfg.get("stage", 1)), cfg.get("text_encoder"))
+    if cfg.get("gradient_checkpointing"):  # recompute activations in backward: same gradients, less memory
+        model.set_gradient_checkpointing(True)
     return model
 
 
@@ -97,7 +112,11 @@ def load_covr_weights(model: ComposedRetriever, state: Mapping[str, Tensor], sou
 def load_retriever(path: str | Path, stage: int | None = None, strict: bool = True) -> ComposedRetriever:
     """Rebuild a retriever from a covr checkpoint alone (no hub access): architecture and vocabulary
     come from the checkpoint, then its weights are loaded."""
-    obj = read_checkpoint(path)
+    return retriever_from_checkpoint(read_checkpoint(path), str(path), stage, strict)
+
+
+def retriever_from_checkpoint(obj: Mapping[str, Any], path: str, stage: int | None = None, strict: bool = True) -> ComposedRetriever:
+    """`load_retriever` for an already-read checkpoint object."""
     if CHECKPOINT_KEY not in obj:
         raise CheckpointError(f"{path} is not a covr checkpoint (no '{CHECKPOINT_KEY}' entry)")
     meta = obj[CHECKPOINT_KEY]

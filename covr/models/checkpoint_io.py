@@ -32,11 +32,16 @@ def read_checkpoint(path: str | Path) -> dict:
     except pickle.UnpicklingError:
         log.warning("checkpoint %s holds Python objects beyond tensors; loading it with full unpickling", path)
     except Exception as err:  # noqa: BLE001 - truncated zip, bad magic number, ...
-        raise CheckpointError(f"checkpoint {path} is not a readable torch file (truncated or corrupt?): {err}") from None
+        raise CheckpointError(f"checkpoint {path} is not a readable torch file (truncated or corrupt?): {_first_line(err)}") from None
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file here
-        raise CheckpointError(f"checkpoint {path} is not a readable torch file (truncated or corrupt?): {err}") from None
+        raise CheckpointError(f"checkpoint {path} is not a readable torch file (truncated or corrupt?): {_first_line(err)}") from None
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0][:300] if lines else type(err).__name__
 
 
 def strip_prefix(state: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
@@ -50,13 +55,18 @@ def _listing(keys: Iterable[str], limit: int = 25) -> str:
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def load_state(module: nn.Module, state: Mapping[str, Tensor], source: str, strict: bool = True) -> None:
+def load_state(module: nn.Module, state: Mapping[str, Tensor], source: str, strict: bool = True, optional: tuple[str, ...] = ()) -> None:
     """Load `state` into `module`, checking names and shapes ourselves so that every problem is listed.
 
     strict=True raises `CheckpointError` naming the missing, unexpected and mis-shaped keys;
-    strict=False logs them and loads what fits."""
+    strict=False logs them and loads what fits. Missing keys under an `optional` prefix (e.g. the
+    ITM head, which CoVR checkpoints leave out and retrieval never uses) keep their initial values,
+    with a logged note."""
     expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
+    absent_optional = [k for k in expected if k not in state and k.startswith(optional)] if optional else []
+    if absent_optional:
+        log.info("%s has no %s: left at initialisation (retrieval does not use it)", source, ", ".join(sorted({k.rsplit(".", 1)[0] + ".*" for k in absent_optional})))
+    missing = [k for k in expected if k not in state and k not in absent_optional]
     unexpected = [k for k in state if k not in expected]
     mis_shaped = [
         f"{k} {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"

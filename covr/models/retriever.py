@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import partial
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from covr.models.backbone import Backbone, TextTokens
 from covr.models.similarity import pool_frames, similarity
@@ -40,6 +42,16 @@ def as_clip(frames: Tensor, frame_mask: Tensor | None) -> tuple[Tensor, Tensor]:
     if (frame_mask.sum(1) == 0).any():
         raise ValueError("every sample needs at least one real frame (a frame_mask row is all False)")
     return frames, frame_mask
+
+
+def _set_transformers_checkpointing(model: nn.Module, enabled: bool) -> None:
+    """Layer checkpointing of a transformers model (non-reentrant, RNG state preserved).
+
+    Calls what `activation_checkpointing_enable` calls in the end: it also serves models whose class
+    does not declare `supports_gradient_checkpointing` although their layers support it (BLIP's text
+    encoder), and skips the public method's input-embedding hooks, which non-reentrant checkpointing
+    does not need."""
+    model._set_gradient_checkpointing(enable=enabled, gradient_checkpointing_func=partial(checkpoint, use_reentrant=False))
 
 
 def middle_frame(frame_mask: Tensor) -> Tensor:
@@ -101,6 +113,22 @@ class ComposedRetriever(nn.Module):
         self.stage = stage
         keep_frozen_in_eval(self)
         return sorted(names)
+
+    def set_gradient_checkpointing(self, enabled: bool = True) -> None:
+        """Activation checkpointing: every X-Aligner block and every layer of the backbone's transformers
+        models (ViT, Q-Former) recomputes its activations in backward instead of keeping them.
+        Non-reentrant torch.utils.checkpoint with the RNG state preserved: identical gradients, less
+        memory, about one extra forward of the checkpointed parts. Only modules in train mode with
+        autograd on are affected, so frozen parts (eval mode, no_grad) run as before."""
+        found = False
+        for module in self.backbone.modules():
+            if hasattr(module, "_set_gradient_checkpointing") and any(hasattr(m, "gradient_checkpointing") for m in module.modules()):
+                _set_transformers_checkpointing(module, enabled)
+                found = True
+        if not found:
+            raise ValueError(f"the {self.backbone.family} backbone holds no transformers model that supports gradient checkpointing")
+        if self.xaligner is not None:
+            self.xaligner.gradient_checkpointing = enabled
 
     def train(self, mode: bool = True) -> "ComposedRetriever":
         super().train(mode)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 SOURCES = ("visual", "text", "caption")
 
@@ -134,6 +135,7 @@ class XAligner(nn.Module):
         if cfg.init not in ("joint", "learned"):
             raise ValueError(f"X-Aligner init {cfg.init!r} is not 'joint' or 'learned'")
         self.proj = nn.Linear(dim, embed_dim)
+        self.gradient_checkpointing = False  # recompute each block's activations in backward
 
     @property
     def sources(self) -> set[str]:
@@ -175,5 +177,8 @@ class XAligner(nn.Module):
             mask[:, 0] = True  # rows without a caption still need one key; their update is zeroed
             memories["caption"] = (self.memory_norms["caption"](states), mask, present)
         for block in self.blocks:
-            z = block(z, memories)
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                z = checkpoint(block, z, memories, use_reentrant=False)  # RNG state preserved: same dropout
+            else:
+                z = block(z, memories)
         return F.normalize(self.proj(z), dim=-1)

@@ -1,6 +1,7 @@
 """Check covr's converter against a reference fixture produced by the original LAVIS code.
 
     python -m covr.tools.verify_fixture ../shared/fixtures/lavis_blip2_tiny.pt [--atol 1e-5]
+    python -m covr.tools.verify_fixture ../shared/fixtures/lavis_blip_tiny.pt
 
 Builds the model the fixture describes, loads its LAVIS state dict through the same converter
 real checkpoints use, recomputes every stored output it knows from the fixture's inputs,
@@ -21,10 +22,17 @@ from torch import Tensor
 
 from covr.models.backbone import TextTokens
 from covr.models.blip2_loading import backbone_from_lavis_state
+from covr.models.formats import inspect_object
+from covr.models.loading import load_backbone_weights
 from covr.models.tokenizer import build_tokenizer
 
 # Outputs a retrieval converter cannot produce, with the reason printed instead of a number.
-NOT_COMPUTED = {"itg_lm_logits": "needs the language-model head Qformer.cls.*, which retrieval drops"}
+_MOMENTUM = "momentum-encoder output: the *_m copies only serve training (queues, distillation) and are dropped on conversion"
+NOT_COMPUTED = {
+    "itg_lm_logits": "needs the language-model head Qformer.cls.*, which retrieval drops",
+    "image_feat_m": _MOMENTUM,
+    "text_feat_m": _MOMENTUM,
+}
 
 
 def blip2_base_spec(config: dict[str, Any]) -> dict[str, Any]:
@@ -102,8 +110,56 @@ def _check_tokenizer(backbone, inputs: dict[str, Any], max_len: int) -> list[str
     return notes
 
 
+def blip_base_spec(config: dict[str, Any]) -> dict[str, Any]:
+    """What the BLIP fixture's config says and the tensor shapes cannot (heads, eps, activation)."""
+    vision, text = config["vision"], config["text"]
+    return {
+        "vision_config": {
+            "num_attention_heads": vision["num_heads"],
+            "layer_norm_eps": vision["layer_norm_eps"],
+            "hidden_act": "gelu",
+            "image_size": vision["img_size"],
+        },
+        "text_config": {
+            "num_attention_heads": text["num_attention_heads"],
+            "layer_norm_eps": text["layer_norm_eps"],
+            "hidden_act": text.get("hidden_act", "gelu"),
+            "pad_token_id": text.get("pad_token_id", 0),
+        },
+    }
+
+
+def blip_outputs(fixture: dict[str, Any], attn: str) -> tuple[dict[str, Tensor], list[str]]:
+    """Recompute the BLIP fixture outputs with covr's backbone, loaded through format detection and
+    the LAVIS BLIP converter exactly as a real `.pth` is. Returns (outputs, notes)."""
+    config, inputs = fixture["config"], fixture["inputs"]
+    source = inspect_object({"model": fixture["state_dict"]}, "fixture state_dict")
+    cfg = {"family": "blip", "weights": "fixture", "tokenizer": fixture["vocab"], "spec": blip_base_spec(config)}
+    b = load_backbone_weights(cfg, source).eval()
+    max_len = config["max_txt_len"]
+    ours = b.tokenize(inputs["text"], max_len, padding="max_length")
+    notes = [f"attention: eager (transformers' BLIP text encoder has no {attn} path)" if attn != "eager" else "attention: eager"]
+    for key, ids in (("tokens_text_mode", ours.input_ids), ("tokens_multimodal_mode", torch.cat([torch.full_like(ours.input_ids[:, :1], b.enc_token_id), ours.input_ids[:, 1:]], 1))):
+        same = ids.shape == inputs[key]["input_ids"].shape and torch.equal(ids, inputs[key]["input_ids"])
+        notes.append(f"tokenizer {key}: {'identical' if same else 'DIFFERENT'}")
+    text = _tokens(inputs["tokens_text_mode"])
+    out: dict[str, Tensor] = {}
+    with torch.no_grad():
+        vision = out["vision_tokens"] = b.vision_tokens(inputs["image"])
+        out["image_feat"] = b.image_embeddings(vision)[:, 0]
+        out["text_embeds"] = b.text_hidden(text)
+        out["text_feat"] = b.text_embedding(text)
+        out["itc_sim_i2t"] = out["image_feat"] @ out["text_feat"].T
+        out["multimodal_embeds"] = b.multimodal_hidden(vision, text)  # [ENC] replaces [CLS] inside
+        out["composed_query"] = b.project_query(b.joint_hidden(vision, text))[:, 0]
+        out["itm_logits"] = b.itm_logits(vision, text)
+        out["itm_logits_all_pairs"] = _all_pairs(lambda v, t: b.itm_logits(v, t), vision, text)
+    return out, notes
+
+
 BUILDERS: dict[str, Callable[[dict[str, Any], str], tuple[dict[str, Tensor], list[str]]]] = {
     "lavis.blip2_qformer": blip2_outputs,
+    "lavis.blip_retrieval": blip_outputs,
 }
 
 

@@ -35,7 +35,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_torch_save(checkpoint, path)
 
 
-def find_resume_checkpoint(checkpoint_dir: str | Path) -> Path | None:
-    """`last.ckpt` in the run's checkpoint folder, if a previous attempt left one."""
-    last = Path(checkpoint_dir) / "last.ckpt"
-    return last if last.is_file() else None
+def find_resume_checkpoint(checkpoint_dir: str | Path, hpc_dir: str | Path | None = None) -> Path | None:
+    """The newest of `last.ckpt` in the run's checkpoint folder and Lightning's Slurm auto-requeue
+    checkpoints `hpc_ckpt_<n>.ckpt` in `hpc_dir` (the trainer's default_root_dir), if any exists.
+
+    covr's own requeue handler writes last.ckpt (covr.training.preemption); hpc_ckpt files appear
+    only when Lightning's SLURMEnvironment(auto_requeue=True) handled the signal instead."""
+    candidates = [Path(checkpoint_dir) / "last.ckpt"]
+    if hpc_dir is not None:
+        candidates += sorted(Path(hpc_dir).glob("hpc_ckpt_*.ckpt"))
+    existing = [p for p in candidates if p.is_file()]
+    return max(existing, key=lambda p: p.stat().st_mtime_ns) if existing else None

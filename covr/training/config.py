@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -17,12 +20,39 @@ def _required(what: str) -> None:
     raise ValueError(f"missing a required value: {what}")
 
 
+def slurm_job_id(environ: Mapping[str, str] | None = None) -> str | None:
+    """`<array job>_<task>` for a Slurm array task, else SLURM_JOB_ID, else None (not in Slurm)."""
+    env = os.environ if environ is None else environ
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env.get("SLURM_JOB_ID") or None
+
+
+def default_run_id(time_format: str = "%Y-%m-%d_%H-%M-%S", environ: Mapping[str, str] | None = None) -> str:
+    """The Slurm job id inside a Slurm job, else the current time.
+
+    A requeued Slurm job keeps its job id, so it lands in the same run folder and resumes there;
+    every task of a multi-task (`srun`) job also agrees on the folder, which a timestamp would not
+    guarantee."""
+    return slurm_job_id(environ) or datetime.now().strftime(time_format)
+
+
 def register_resolvers() -> None:
-    """`${toy_vocabulary:}` (the toy data's word list), `${toy_vocabulary_size:N}` (its size + N) and
-    `${required:'what to pass'}` (fails with that message unless the key is set on the command line;
-    OmegaConf's ??? cannot be used in experiment files, whose ??? never overrides a default)."""
+    """Resolvers:
+
+    * `${toy_vocabulary:}` (the toy data's word list), `${toy_vocabulary_size:N}` (its size + N);
+    * `${required:'what to pass'}`: fails with that message unless the key is set on the command line
+      (OmegaConf's ??? cannot be used in experiment files, whose ??? never overrides a default);
+    * `${job_id_or_now:FORMAT}`: `default_run_id`; cached, so every job of a Hydra multirun, and a
+      requeued submitit job, keeps the value the launching process resolved;
+    * `${cwd:}`: the launch directory (`${hydra:runtime.cwd}` cannot be used in paths that multirun
+      launchers resolve before Hydra's config is set)."""
     if not OmegaConf.has_resolver("required"):
         OmegaConf.register_new_resolver("required", _required)
+    if not OmegaConf.has_resolver("cwd"):
+        OmegaConf.register_new_resolver("cwd", os.getcwd, use_cache=True)
+    if not OmegaConf.has_resolver("job_id_or_now"):
+        OmegaConf.register_new_resolver("job_id_or_now", lambda fmt="%Y-%m-%d_%H-%M-%S": default_run_id(fmt), use_cache=True)
     if not OmegaConf.has_resolver("toy_vocabulary"):
         OmegaConf.register_new_resolver("toy_vocabulary", _toy_vocabulary)
         OmegaConf.register_new_resolver("toy_vocabulary_size", lambda extra=0: len(_toy_vocabulary()) + int(extra))

@@ -32,9 +32,10 @@ class ResumableDataLoader(DataLoader):
         return {"epoch": int(self.sampler.epoch), "batches_done": int(self.batches_done)}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        if int(state.get("epoch", -1)) == int(self.sampler.epoch):
-            self.sampler.skip(int(state["batches_done"]) * int(self.batch_size))
-            self.batches_done = int(state["batches_done"])
+        # Lightning restores this before it sets the epoch and iterates: set both here
+        self.sampler.set_epoch(int(state["epoch"]))
+        self.sampler.skip(int(state["batches_done"]) * int(self.batch_size))
+        self.batches_done = int(state["batches_done"])
 
 
 class CoVRDataModule(pl.LightningDataModule):
@@ -81,6 +82,11 @@ class CoVRDataModule(pl.LightningDataModule):
             self.train_dataset = self._dataset("train")
             if self.cfg.get("val"):
                 self.val_dataset = self._dataset("val")
+
+    def train_batches_per_epoch(self, world_size: int = 1) -> int:
+        """Batches each process draws per epoch (drop_last sampler and loader)."""
+        self.setup("fit")
+        return len(self.train_dataset) // world_size // int(self.cfg["batch_size"])
 
     def _loader_kwargs(self, workers: int) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"num_workers": workers, "collate_fn": collate_covr, "pin_memory": bool(self.cfg.get("pin_memory", torch.cuda.is_available()))}

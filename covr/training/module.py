@@ -79,9 +79,11 @@ class CoVRModule(pl.LightningModule):
             self.log("train/dropped_samples", float(batch["num_dropped"]), reduce_fx="sum", batch_size=b)
         return losses["loss"]
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        # ResumableDataLoader's position as saved by a checkpoint at the end of this batch
+        # (checkpoint callbacks run before the module's own on_train_batch_end)
         loader = self.trainer.train_dataloader
-        if hasattr(loader, "batches_done"):  # ResumableDataLoader: the position saved in checkpoints
+        if hasattr(loader, "batches_done"):
             loader.batches_done = batch_idx + 1
 
     def validation_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
@@ -112,9 +114,24 @@ class CoVRModule(pl.LightningModule):
         cfg = self.optim_cfg
         groups = parameter_groups(self.model, cfg["lr"], cfg.get("weight_decay", 0.05), cfg.get("text_encoder_lr"))
         optimizer = make_optimizer(groups, cfg.get("betas", (0.9, 0.999)), cfg.get("eps", 1e-8), cfg.get("fused"))
-        total = int(self.trainer.estimated_stepping_batches)
+        total = self._total_steps()
         scheduler = cosine_with_warmup(optimizer, total, int(cfg.get("warmup_steps", 0)), float(cfg.get("min_lr_ratio", 0.0)))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _total_steps(self) -> int:
+        """Optimiser steps of the whole fit, for the schedule. Computed from the datamodule instead of
+        `trainer.estimated_stepping_batches`, which would build the train loader before a resumed
+        run restores its position (and so start the epoch from its first batch)."""
+        trainer = self.trainer
+        if trainer.max_steps and trainer.max_steps > 0:
+            return int(trainer.max_steps)
+        datamodule = getattr(trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "train_batches_per_epoch"):
+            return int(trainer.estimated_stepping_batches)
+        batches = datamodule.train_batches_per_epoch(trainer.world_size)
+        limit = trainer.limit_train_batches
+        batches = min(batches, int(limit)) if isinstance(limit, int) else int(batches * limit)
+        return max(1, trainer.max_epochs * -(-batches // trainer.accumulate_grad_batches))
 
     # ---- checkpoints -------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

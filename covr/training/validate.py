@@ -10,7 +10,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 CHOICES: dict[str, tuple[Any, ...]] = {
-    "model.backbone.family": ("blip2",),
+    "model.backbone.family": ("blip2", "blip"),
     "model.query_head": ("xaligner", "covr2"),
     "model.reference_frames": ("middle", "all"),
     "model.stage": (0, 1, 2),

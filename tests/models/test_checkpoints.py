@@ -123,7 +123,7 @@ def test_transformers_folder_loads_through_the_hub_code_path(tmp_path):
 
 
 def test_unknown_hub_id_fails_offline():
-    with pytest.raises(OSError):
+    with pytest.raises(CheckpointError, match="as a hub id it could not be read"):
         build_blip2_backbone({"family": "blip2", "weights": "covr-test/no-such-model", "tokenizer": TINY_VOCAB, "spec": TINY_SPEC})
 
 

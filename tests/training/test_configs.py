@@ -40,11 +40,14 @@ def _shrunk(toy: Path, tmp: Path, experiment: str, *extra: str):
         "data.target_source=frames", "data.num_target_frames=2", "data.batch_size=8", "data.val_batch_size=8",
         "data.num_workers=0", "data.augment.scale=[1.0,1.0]",
     ]  # fmt: skip
-    return _compose(tmp, f"experiment={experiment}", "model/backbone=blip2_tiny", "trainer=cpu", "logger=csv", *data, *extra)
+    backbone = "blip_tiny" if "blip" in experiment.split("_") else "blip2_tiny"  # each family's own tiny backbone
+    return _compose(tmp, f"experiment={experiment}", f"model/backbone={backbone}", "trainer=cpu", "logger=csv", *data, *extra)
 
 
 def test_every_experiment_is_tested():
-    assert set(EXPERIMENTS) == {"toy", "covr2_blip2", "xaligner_blip2_stage1", "xaligner_blip2_stage2"}
+    assert set(EXPERIMENTS) == {
+        "toy", "covr2_blip2", "xaligner_blip2_stage1", "xaligner_blip2_stage2", "covr_blip", "xaligner_blip_stage1", "xaligner_blip_stage2",
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -55,9 +58,9 @@ def test_experiment_composes_instantiates_and_trains_a_step(experiment, toy, tmp
     from covr.training.datamodule import CoVRDataModule
     from covr.training.module import CoVRModule
 
-    extra = ["model.xaligner.num_heads=4"] if experiment != "covr2_blip2" else []
-    if experiment == "xaligner_blip2_stage2":
-        stage1 = _shrunk(toy, tmp_path, "xaligner_blip2_stage1", *extra)
+    extra = ["model.xaligner.num_heads=4"] if not experiment.startswith("covr") else []
+    if experiment.endswith("_stage2"):
+        stage1 = _shrunk(toy, tmp_path, experiment.replace("_stage2", "_stage1"), *extra)
         module = CoVRModule(plain(stage1.model), plain(stage1.loss), plain(stage1.optim))
         ckpt = tmp_path / "stage1.ckpt"
         torch.save({"covr": checkpoint_payload(module.model, plain(stage1.model)), "state_dict": module.state_dict()}, ckpt)

@@ -27,7 +27,7 @@ from torch import Tensor
 
 log = logging.getLogger(__name__)
 
-_VISION_BLOCK = {
+VISION_BLOCK = {
     "norm1": "layer_norm1",
     "norm2": "layer_norm2",
     "attn.qkv": "self_attn.qkv",
@@ -35,14 +35,14 @@ _VISION_BLOCK = {
     "mlp.fc1": "mlp.fc1",
     "mlp.fc2": "mlp.fc2",
 }
-_VISION_EMBED = {
+VISION_EMBED = {
     "visual_encoder.cls_token": "vision_model.embeddings.class_embedding",
     "visual_encoder.pos_embed": "vision_model.embeddings.position_embedding",
     "visual_encoder.patch_embed.proj.weight": "vision_model.embeddings.patch_embedding.weight",
     "visual_encoder.patch_embed.proj.bias": "vision_model.embeddings.patch_embedding.bias",
 }
 _DROPPED = re.compile(r"^(Qformer\.cls\.|temp$|.*position_ids$)")
-_BLOCK = re.compile(r"^visual_encoder\.blocks\.(\d+)\.(.+)\.(weight|bias)$")
+VISION_BLOCK_KEY = re.compile(r"^visual_encoder\.blocks\.(\d+)\.(.+)\.(weight|bias)$")
 
 
 def is_lavis_blip2(state: Mapping[str, Any]) -> bool:
@@ -69,17 +69,17 @@ def convert_lavis_blip2(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor],
     for key, value in state.items():
         if _DROPPED.match(key):
             dropped.append(key)
-        elif key in _VISION_EMBED:
-            out[_VISION_EMBED[key]] = value
+        elif key in VISION_EMBED:
+            out[VISION_EMBED[key]] = value
         elif key.startswith("visual_encoder.blocks.") and key.endswith((".attn.q_bias", ".attn.v_bias")):
             block = key.split(".")[2]
             (q_bias if key.endswith("q_bias") else v_bias)[block] = value
-        elif m := _BLOCK.match(key):
+        elif m := VISION_BLOCK_KEY.match(key):
             block, part, kind = m.groups()
-            if part not in _VISION_BLOCK:
+            if part not in VISION_BLOCK:
                 unknown.append(key)
                 continue
-            out[f"vision_model.encoder.layers.{block}.{_VISION_BLOCK[part]}.{kind}"] = value
+            out[f"vision_model.encoder.layers.{block}.{VISION_BLOCK[part]}.{kind}"] = value
         elif key.startswith("ln_vision."):
             out["vision_model.post_layernorm." + key[len("ln_vision."):]] = value
         elif key.startswith("Qformer.bert."):

@@ -1,0 +1,106 @@
+"""One-call inference: `covr.load(...)`, then encode queries and a gallery from file paths and search.
+
+    model = covr.load("models/toy")                      # covr folder / .ckpt / .pth / hub id
+    gallery = model.encode_gallery(video_paths)          # 15 uniform frames per video, pooled
+    query = model.encode_query("ref.mp4", "make it red") # the reference's middle frame + the edit
+    model.search(query, gallery, k=10)                   # [(path, score), ...] best first
+
+Videos and images are both accepted everywhere (an image is a one-frame video).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from covr.data.transforms import test_transform
+from covr.data.video import load_frames
+from covr.models.loading import load_model
+from covr.models.retriever import ComposedRetriever
+from covr.models.similarity import SimilarityMode, similarity
+
+PathLike = str | Path
+
+
+@dataclass
+class Gallery:
+    """Encoded gallery: paths and their embeddings [N, Q, E] (CPU), in the same order."""
+
+    paths: list[str]
+    embeddings: Tensor
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+class Retriever:
+    """A loaded retriever with file-path level encode / search methods (no gradients, eval mode)."""
+
+    def __init__(self, model: ComposedRetriever, device: str | torch.device | None = None):
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.eval().to(self.device)
+
+    def _clips(self, paths: Sequence[PathLike], num_frames: int) -> tuple[Tensor, Tensor]:
+        """Decode and transform -> frames [B, F, 3, S, S] (padded) and frame mask [B, F]."""
+        strategy = "middle" if num_frames == 1 else "uniform"
+        clips = [test_transform(load_frames(p, num_frames, strategy), self.model.image_size) for p in paths]
+        longest = max(c.shape[0] for c in clips)
+        frames = clips[0].new_zeros(len(clips), longest, *clips[0].shape[1:])
+        mask = torch.zeros(len(clips), longest, dtype=torch.bool)
+        for i, clip in enumerate(clips):
+            frames[i, : clip.shape[0]], mask[i, : clip.shape[0]] = clip, True
+        return frames.to(self.device), mask.to(self.device)
+
+    @torch.inference_mode()
+    def encode_query(
+        self,
+        reference: PathLike | Sequence[PathLike],
+        text: str | Sequence[str],
+        caption: str | Sequence[str] | None = None,
+        num_frames: int = 1,
+    ) -> Tensor:
+        """Composed queries [B, Q, E] from reference videos / images and modification texts.
+
+        num_frames: 1 = the middle frame (CoVR); more = uniform frames (X-Aligner's visual memory).
+        caption: optional description of each reference ("" or None = none)."""
+        refs = [reference] if isinstance(reference, (str, Path)) else list(reference)
+        texts = [text] if isinstance(text, str) else list(text)
+        captions = None if caption is None else ([caption] if isinstance(caption, str) else list(caption))
+        if len(texts) != len(refs):
+            raise ValueError(f"{len(texts)} texts for {len(refs)} references")
+        frames, mask = self._clips(refs, num_frames)
+        return self.model.encode_query(frames, texts, captions, frame_mask=mask).cpu()
+
+    @torch.inference_mode()
+    def encode_gallery(self, paths: Sequence[PathLike], batch_size: int = 16, num_frames: int = 15) -> Gallery:
+        """Target embeddings of videos / images: `num_frames` uniform frames, uniformly pooled."""
+        paths = [str(p) for p in paths]
+        if not paths:
+            raise ValueError("the gallery is empty")
+        chunks = []
+        for start in range(0, len(paths), batch_size):
+            frames, mask = self._clips(paths[start : start + batch_size], num_frames)
+            chunks.append(self.model.encode_target(frames, frame_mask=mask).cpu())
+        return Gallery(paths, torch.cat(chunks))
+
+    def search(self, query: Tensor, gallery: Gallery, k: int = 10, mode: SimilarityMode = "mean") -> Any:
+        """Rank the gallery for each query. A single query ([Q, E] or [1, Q, E]) gives a list of
+        (path, score), best first; a batch [B, Q, E] gives one such list per query."""
+        single = query.dim() == 2 or query.shape[0] == 1
+        queries = query.unsqueeze(0) if query.dim() == 2 else query
+        scores = similarity(queries.float(), gallery.embeddings.float(), mode)  # [B, N]
+        top = scores.topk(min(k, len(gallery)), dim=1)
+        ranked = [[(gallery.paths[j], float(s)) for s, j in zip(row_s, row_i)] for row_s, row_i in zip(top.values, top.indices.tolist())]
+        return ranked[0] if single else ranked
+
+
+def load(source: PathLike, device: str | torch.device | None = None, **options: Any) -> Retriever:
+    """Load a retriever from any supported source (covr model folder or checkpoint, transformers
+    folder or hub id, LAVIS / CoVR / CoVR-2 file); `options` go to covr.models.loading.load_model
+    (family, query_head, image_size, tokenizer, spec, strict, ...)."""
+    return Retriever(load_model(source, **options), device)
