@@ -72,7 +72,7 @@ def test_activation_checkpointing_gives_identical_gradients_with_less_memory(fam
         assert torch.equal(grad, grads_ckpt[name]), name
     assert memory_ckpt < 0.5 * memory
     model.set_gradient_checkpointing(False)
-    assert _step(model, checkpointing=False)[2] == memory  # switched off again
+    assert _step(model, checkpointing=False)[2] > 2 * memory_ckpt  # switched off again: activations are kept
 
 
 def test_loss_is_computed_in_fp32_under_bf16_autocast():
