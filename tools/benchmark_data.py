@@ -38,6 +38,8 @@ _NUM_TARGET_FRAMES = 15
 def _decode_pair(i: int) -> int:
     reference, target = _PATHS[i]
     a = load_frames(reference, 1, "middle")
+    if not _NUM_TARGET_FRAMES:  # targets come from an embedding store: nothing else to decode
+        return a.shape[0]
     b = load_frames(target, _NUM_TARGET_FRAMES, "uniform")
     return a.shape[0] + b.shape[0]
 
@@ -84,6 +86,19 @@ def loader_rate(dataset: WebVidCoVRDataset, workers: int, batch_size: int) -> tu
     return count / wall, (total + count) / (_cpu_seconds() - cpu)
 
 
+def _toy_store(data: Path, num_frames: int) -> Path:
+    """An embedding store of the toy train targets, written once by a tiny random BLIP-2."""
+    from covr.data.extract import extract_embeddings, videos_from_csv
+    from tools.extract_embeddings import load_encoder
+
+    path = data.parent / f".{data.name}-benchmark-store"
+    if not (path / "meta.json").is_file():
+        encoder = load_encoder(None, "blip2", ["model/backbone=blip2_tiny", "model.xaligner.num_heads=4"])
+        videos = videos_from_csv(data / "toy-covr_train.csv", data / "videos")
+        extract_embeddings(encoder, videos, path, num_frames=num_frames, mean_tokens=True, progress=False)
+    return path
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=str(REPO / "data" / "toy"), help="toy dataset folder (generated if absent)")
@@ -94,6 +109,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frame-dtype", nargs="+", default=["float32", "uint8"], help="loader frame dtypes to time")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timing runs; the best of each is shown")
     parser.add_argument("--num-samples", type=int, default=1024, help="rows timed (after the first batch)")
+    parser.add_argument("--targets", choices=["frames", "store"], default="frames",
+                        help="frames: decode the target videos too; store: targets from an embedding store (CoVR's "
+                             "training setting), written once with a tiny random model")  # fmt: skip
     args = parser.parse_args(argv)
 
     data = Path(args.data)
@@ -101,10 +119,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"generating toy data in {data}")
         generate_toy_dataset(data)
     rows = slice(0, args.num_samples + args.batch_size)
+    store = _toy_store(data, args.num_target_frames) if args.targets == "store" else None
     datasets = {
         dtype: WebVidCoVRDataset(
             data / "toy-covr_train.csv", data / "videos", "train", image_size=args.image_size, frame_dtype=dtype,
             num_target_frames=args.num_target_frames, epoch_mode="all_triplets",
+            target_source=args.targets, store=store,
         )
         for dtype in args.frame_dtype
     }  # fmt: skip
@@ -113,12 +133,14 @@ def main(argv: list[str] | None = None) -> None:
     ann, dataset = dataset.annotations, next(iter(datasets.values()))
     paths = [(dataset.video_path(ann.reference_id(r)), dataset.video_path(ann.target_id(r))) for r in dataset.rows.tolist()]
 
+    frames = f"1+{args.num_target_frames}" if store is None else "1 (targets from the store)"
     print(f"workers={args.num_workers} batch={args.batch_size} image_size={args.image_size} "
-          f"frames/sample=1+{args.num_target_frames} rows={len(paths)} cpus={os.cpu_count()}; "
+          f"frames/sample={frames} rows={len(paths)} cpus={os.cpu_count()}; "
           f"best of {args.repeats} interleaved runs")  # fmt: skip
     raw, loaded = (0.0, 0.0), dict.fromkeys(datasets, (0.0, 0.0))
     for _ in range(args.repeats):  # interleaved, best of: robust to other load on a shared machine
-        raw = tuple(map(max, raw, raw_decode_rate(paths, args.num_workers, args.num_target_frames)))
+        decoded_target_frames = args.num_target_frames if store is None else 0
+        raw = tuple(map(max, raw, raw_decode_rate(paths, args.num_workers, decoded_target_frames)))
         for dtype, dataset in datasets.items():
             loaded[dtype] = tuple(map(max, loaded[dtype], loader_rate(dataset, args.num_workers, args.batch_size)))
     print("                         samples/s (wall)   samples per CPU-second   ratio to raw (wall / CPU)")

@@ -28,8 +28,11 @@ from covr.data.extract import extract_embeddings, shard_from_env, videos_from_cs
 
 
 def load_encoder(checkpoint: str | None, model: str | None, overrides: list[str], conf_dir: Path = REPO / "conf"):
-    """The retriever from a covr checkpoint, or built from <conf_dir>/model/<model>.yaml (+ Hydra overrides)."""
+    """The retriever from weights in any format, or built from <conf_dir>/model/<model>.yaml (+ Hydra
+    overrides, e.g. model/backbone=blip2_tiny), composed inside the training config so that paths
+    (COVR_WEIGHTS, ...) and covr's resolvers work as in train.py."""
     import covr.models
+    import covr.training.config  # noqa: F401  (registers the config resolvers)
 
     if checkpoint:
         return covr.models.load_model(checkpoint)
@@ -37,7 +40,7 @@ def load_encoder(checkpoint: str | None, model: str | None, overrides: list[str]
     from omegaconf import OmegaConf
 
     with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base=None):
-        cfg = compose(overrides=[f"+model={model}", *overrides])
+        cfg = compose("train", overrides=[f"model={model}", *overrides])
     return covr.models.build_retriever(OmegaConf.to_container(cfg.model, resolve=True))
 
 
