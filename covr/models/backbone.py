@@ -7,8 +7,17 @@ evaluators only call the methods below and never reach inside.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from torch import Tensor, nn
+from transformers import PretrainedConfig
+
+
+def architecture_fields(config, drop: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A transformers sub-config as a plain dict without the generic PretrainedConfig fields
+    (versions, labels, output flags) nor `drop`: what a backbone `spec` stores to rebuild it."""
+    generic = set(PretrainedConfig().to_dict()) | set(drop)
+    return {k: v for k, v in config.to_dict().items() if k not in generic}
 
 
 @dataclass

@@ -20,9 +20,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers import BlipConfig, BlipForImageTextRetrieval, PretrainedConfig
+from transformers import BlipConfig, BlipForImageTextRetrieval
 
-from covr.models.backbone import Backbone, TextTokens
+from covr.models.backbone import Backbone, TextTokens, architecture_fields
 from covr.models.tokenizer import ENC_TOKEN
 
 # Stage-2 default: the textual query encoder (image-grounded BERT) and its projection.
@@ -90,14 +90,9 @@ class BlipBackbone(Backbone):
     @property
     def spec(self) -> dict[str, Any]:
         """Architecture in `make_blip_config` form: enough to rebuild this backbone without weights."""
-        generic = set(PretrainedConfig().to_dict()) | {"is_decoder"}
-
-        def clean(config) -> dict[str, Any]:
-            return {k: v for k, v in config.to_dict().items() if k not in generic}
-
         return {
-            "vision_config": clean(self.config.vision_config),
-            "text_config": clean(self.config.text_config),
+            "vision_config": architecture_fields(self.config.vision_config),
+            "text_config": architecture_fields(self.config.text_config, drop=("is_decoder",)),
             "image_text_hidden_size": self.embed_dim,
         }
 

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers import Blip2Config, Blip2ForImageTextRetrieval, PretrainedConfig
+from transformers import Blip2Config, Blip2ForImageTextRetrieval
 
-from covr.models.backbone import Backbone, TextTokens
+from covr.models.backbone import Backbone, TextTokens, architecture_fields
 
 # Q-Former parts that the target (image-only) path uses; copied when they become trainable.
 _TARGET_PARTS = ("query_tokens", "qformer", "vision_projection")
@@ -83,15 +83,9 @@ class Blip2Backbone(Backbone):
     @property
     def spec(self) -> dict[str, Any]:
         """Architecture in `make_blip2_config` form: enough to rebuild this backbone without weights."""
-
-        generic = set(PretrainedConfig().to_dict()) | {"use_qformer_text_input"}
-
-        def clean(config) -> dict[str, Any]:
-            return {k: v for k, v in config.to_dict().items() if k not in generic}
-
         return {
-            "vision_config": clean(self.config.vision_config),
-            "qformer_config": clean(self.config.qformer_config),
+            "vision_config": architecture_fields(self.config.vision_config),
+            "qformer_config": architecture_fields(self.config.qformer_config, drop=("use_qformer_text_input",)),
             "num_query_tokens": self.num_query_tokens,
             "image_text_hidden_size": self.embed_dim,
             "post_layernorm_eps": self.vision_model.post_layernorm.eps,

@@ -155,12 +155,12 @@ def test_checkpoint(cfg: DictConfig, checkpoint: str | Path, out_dir: Path) -> d
         cache_dir=Path(cfg.paths.cache_dir) / "galleries" if cfg.get("cache_galleries", True) else None,
         device=device,
     )
-    _print_toy_chance(results)
+    _print_chance(results)
     print(f"results: {Path(out_dir) / 'results.json'}")
     return results
 
 
-def _print_toy_chance(results: dict[str, Any]) -> None:
+def _print_chance(results: dict[str, Any]) -> None:
     for name, r in results.items():
         gallery = r.get("counts", {}).get("gallery")
         if gallery:
