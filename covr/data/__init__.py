@@ -7,6 +7,7 @@ from covr.data.annotations import CovrAnnotations, parse_scores, read_webvid_cov
 from covr.data.collate import EpochSampler, collate_covr, pad_frames
 from covr.data.embedding_store import EmbeddingStore
 from covr.data.errors import AnnotationError, CovrDataError, EmbeddingStoreError, MissingVideosError, VideoDecodeError
+from covr.data.shared_slots import SlotDataLoader
 from covr.data.text import clean_text
 from covr.data.transforms import TestTransform, TrainTransform, build_transform, to_model_input
 from covr.data.video import load_frames, sample_indices
@@ -20,6 +21,7 @@ __all__ = [
     "EmbeddingStoreError",
     "EpochSampler",
     "MissingVideosError",
+    "SlotDataLoader",
     "TestTransform",
     "TrainTransform",
     "VideoDecodeError",

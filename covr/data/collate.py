@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -18,20 +18,37 @@ FRAME_KEYS = {
 PADDED_KEYS = {"target_weights"}  # [F] per item, padded with 0
 
 
-def pad_frames(values: list[Tensor]) -> tuple[Tensor, Tensor]:
-    """list of [F_i, ...] -> (padded [B, F_max, ...] zeros after F_i, mask bool [B, F_max], True = real frame)."""
+Empty = Callable[[tuple, torch.dtype], Tensor]  # allocator: (shape, dtype) -> uninitialised tensor
+
+
+def shared_empty(shape: tuple, dtype: torch.dtype) -> Tensor:
+    """An uninitialised tensor in a fresh shared-memory segment."""
+    numel = int(torch.Size(shape).numel())
+    storage = torch.UntypedStorage._new_shared(numel * torch.empty((), dtype=dtype).element_size())
+    return torch.empty(0, dtype=dtype).set_(storage, 0, torch.Size(shape))
+
+
+def _default_empty(shape: tuple, dtype: torch.dtype) -> Tensor:
+    if get_worker_info() is not None:  # in a DataLoader worker: write straight into shared memory,
+        return shared_empty(shape, dtype)  # saving the copy made when the batch is sent back
+    return torch.empty(shape, dtype=dtype)
+
+
+def pad_frames(values: list[Tensor], empty: Empty | None = None) -> tuple[Tensor, Tensor]:
+    """list of [F_i, ...] -> (padded [B, F_max, ...] zeros after F_i, mask bool [B, F_max], True = real frame).
+
+    empty: allocator for the two outputs (default: shared memory in a DataLoader worker, else the heap).
+    """
+    empty = empty or _default_empty
     lengths = [v.shape[0] for v in values]
     longest = max(lengths)
-    shape = (len(values), longest, *values[0].shape[1:])
-    if get_worker_info() is not None:  # in a DataLoader worker: write straight into shared memory,
-        numel = int(torch.Size(shape).numel())  # saving the copy made when the batch is sent back
-        out = values[0].new(values[0].untyped_storage()._new_shared(numel * values[0].element_size())).view(shape)
-    else:
-        out = values[0].new_empty(shape)
+    out = empty((len(values), longest, *values[0].shape[1:]), values[0].dtype)
+    mask = empty((len(values), longest), torch.bool)
     if all(n == longest for n in lengths):  # common case: one copy, no zero fill
         torch.stack(values, out=out)
-        return out, torch.ones(len(values), longest, dtype=torch.bool)
-    mask = torch.zeros(len(values), longest, dtype=torch.bool)
+        mask.fill_(True)
+        return out, mask
+    mask.fill_(False)
     for i, (v, n) in enumerate(zip(values, lengths)):
         out[i, :n] = v
         out[i, n:] = 0
@@ -39,14 +56,16 @@ def pad_frames(values: list[Tensor]) -> tuple[Tensor, Tensor]:
     return out, mask
 
 
-def collate_covr(items: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+def collate_covr(items: list[dict[str, Any] | None], empty: Empty | None = None) -> dict[str, Any] | None:
     """Batch dataset items; None items (rows whose video failed to decode) are dropped.
 
     Frame tensors [F_i, ...] become [B, F_max, ...] with ``*_frame_mask`` bool [B, F_max];
     ``target_weights`` are zero-padded; other tensors are stacked; ints become a LongTensor;
     strings stay lists. ``num_dropped`` counts the None items. Returns None if every item was
-    dropped (a training step should then return None, which Lightning skips).
+    dropped (a training step should then return None, which Lightning skips). ``empty``
+    allocates every output tensor (see pad_frames; SlotDataLoader passes its slots).
     """
+    empty = empty or _default_empty
     kept = [item for item in items if item is not None]
     if not kept:
         return None
@@ -54,13 +73,13 @@ def collate_covr(items: list[dict[str, Any] | None]) -> dict[str, Any] | None:
     for key in kept[0]:
         values = [item[key] for item in kept]
         if key in FRAME_KEYS:
-            batch[key], batch[FRAME_KEYS[key]] = pad_frames(values)
+            batch[key], batch[FRAME_KEYS[key]] = pad_frames(values, empty)
         elif key in PADDED_KEYS:
-            batch[key] = pad_frames(values)[0]
+            batch[key] = pad_frames(values, empty)[0]
         elif isinstance(values[0], Tensor):
-            batch[key] = torch.stack(values)
+            batch[key] = torch.stack(values, out=empty((len(values), *values[0].shape), values[0].dtype))
         elif isinstance(values[0], int):
-            batch[key] = torch.tensor(values, dtype=torch.long)
+            batch[key] = empty((len(values),), torch.long).copy_(torch.tensor(values, dtype=torch.long))
         else:
             batch[key] = values
     batch["num_dropped"] = len(items) - len(kept)

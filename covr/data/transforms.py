@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from covr.data.augment import PHOTOMETRIC_OPS, crop_box, rand_augment, resize_uint8, resized_crop
+from covr.data.augment import PHOTOMETRIC_OPS, apply_ops, crop_box, draw_ops, resize_uint8, resized_crop
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -72,10 +72,17 @@ def test_transform(frames: Tensor | np.ndarray, size: int) -> Tensor:
 FrameDtype = Literal["float32", "float16", "uint8"]
 
 
+def _unit_float(x: Tensor) -> Tensor:
+    """uint8 pixels -> contiguous float32 in [0, 1]; float frames pass unchanged."""
+    if x.dtype == torch.uint8:
+        return torch.mul(x.contiguous(), 1.0 / 255.0)  # one pass: uint8 * float gives float32
+    return x
+
+
 def _finish(x: Tensor, output_dtype: str) -> Tensor:
     """float [F, 3, S, S] in [0, 1] (owned) -> the transform's output dtype."""
     if output_dtype == "uint8":
-        return x.mul_(255.0).round_().to(torch.uint8)
+        return x.mul_(255.0).round_().to(torch.uint8, memory_format=torch.contiguous_format)
     x = _normalize_(x.contiguous())
     return x.half() if output_dtype == "float16" else x
 
@@ -115,9 +122,9 @@ class TestTransform:
         frames = as_tensor(frames)
         if frames.dtype != torch.uint8:
             raise TypeError(f"expected uint8 frames [..., H, W, 3], got dtype {frames.dtype}")
-        x = frames.movedim(-1, -3).contiguous()  # uint8 [..., 3, H, W]: the layout copy at 1 byte per value
-        lead = x.shape[:-3]
-        x = resize_uint8(x.reshape(-1, *x.shape[-3:]), self.image_size)  # resize in uint8: 4-5x faster
+        lead, (h, w) = frames.shape[:-3], frames.shape[-3:-1]
+        x = frames.reshape(-1, h, w, 3).movedim(-1, -3)  # uint8 [N, 3, H, W] viewing the decoder's layout
+        x = resize_uint8(x, self.image_size).contiguous()  # resize in uint8 (4-5x faster), then one layout copy
         x = x.reshape(*lead, *x.shape[-3:])
         if self.output_dtype == "uint8":
             return x
@@ -157,16 +164,38 @@ class TrainTransform:
         self.output_dtype = output_dtype
 
     def __call__(self, frames: Tensor | np.ndarray, generator: np.random.Generator | None = None) -> Tensor:
-        frames = as_tensor(frames)
-        x = frames.movedim(-1, -3)  # [F, 3, H, W], still uint8: crop before converting
-        box = crop_box(x.shape[-2], x.shape[-1], self.scale, self.ratio, generator)
-        x = resized_crop(x, box, self.image_size)  # float [F, 3, S, S] in [0, 1]
-        generator = generator if generator is not None else np.random.default_rng()
-        if self.horizontal_flip and generator.random() < 0.5:
-            x = x.flip(-1)
-        if self.num_ops > 0:
-            x = rand_augment(x, self.num_ops, self.magnitude, self.ops, generator)
-        return _finish(x, self.output_dtype)
+        return self.apply_many([frames], [generator])[0]
+
+    def apply_many(self, clips: list, generators: list[np.random.Generator | None]) -> list[Tensor]:
+        """Transform several clips, each with its own generator: equal to calling the transform on
+        each. Crops run clip by clip; the photometric ops and the output conversion run once per
+        group of small clips (fewer, larger torch calls: a dataset's ``__getitems__`` uses this).
+        Groups hold about a megabyte of frames, so they stay in the CPU caches."""
+        frame_values = 3 * self.image_size**2
+        out: list[Tensor] = []
+        for chunk in _cache_sized_chunks([frame_values * len(clip) for clip in clips]):
+            pieces, plans = [], []
+            for i in chunk:
+                generator = generators[i] if generators[i] is not None else np.random.default_rng()
+                x = as_tensor(clips[i]).movedim(-1, -3)  # [F, 3, H, W], still uint8: crop before converting
+                box = crop_box(x.shape[-2], x.shape[-1], self.scale, self.ratio, generator)
+                x = resized_crop(x, box, self.image_size)  # [F, 3, S, S], uint8 stays uint8
+                if self.horizontal_flip and generator.random() < 0.5:
+                    x = x.flip(-1)
+                pieces.append(x)
+                plans.append(draw_ops(self.num_ops, self.magnitude, self.ops, generator) if self.num_ops > 0 else [])
+            out += self._photometric(pieces, plans)
+        return out
+
+    def _photometric(self, pieces: list[Tensor], plans: list) -> list[Tensor]:
+        """Photometric ops + output conversion of several cropped clips in one go."""
+        counts = [len(piece) for piece in pieces]
+        if all(piece.dtype == torch.uint8 for piece in pieces):
+            x = _unit_float(torch.cat(pieces))  # one conversion for every frame
+        else:
+            x = torch.cat([_unit_float(piece) for piece in pieces])
+        x = apply_ops(x, plans, counts)
+        return list(_finish(x, self.output_dtype).split(counts))
 
     def __repr__(self) -> str:
         return (
@@ -174,6 +203,26 @@ class TrainTransform:
             f"horizontal_flip={self.horizontal_flip}, num_ops={self.num_ops}, magnitude={self.magnitude}, "
             f"output_dtype={self.output_dtype!r})"
         )
+
+
+CHUNK_VALUES = 1 << 18  # ~1 MB of float32: several 64 px frames, one 224 px frame
+
+
+def _cache_sized_chunks(sizes: list[int], limit: int = CHUNK_VALUES) -> list[list[int]]:
+    """Consecutive groups of indices whose sizes add up to at most ``limit`` (a larger item alone).
+
+    Batching the photometric ops saves per-call overhead only while the batch stays in the CPU
+    caches; past that, every op streams it through memory and batching is slower than one by one.
+    """
+    chunks: list[list[int]] = []
+    total = limit + 1
+    for i, size in enumerate(sizes):
+        if total + size > limit:
+            chunks.append([])
+            total = 0
+        chunks[-1].append(i)
+        total += size
+    return chunks
 
 
 def build_transform(train: bool, image_size: int, **options) -> TrainTransform | TestTransform:

@@ -139,7 +139,7 @@ def decode_video(
     path = Path(path)
     _check_file(path)
     if backend in ("auto", "decord") and decord is not None:
-        state = generator.bit_generator.state if generator is not None else None
+        state = generator.bit_generator.state if generator is not None and strategy == "random" else None
         try:
             return _decode_decord(path, num_frames, strategy, generator)
         except Exception as error:  # decord raises RuntimeError / DECORDError on bad input

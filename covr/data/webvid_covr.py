@@ -26,10 +26,10 @@ from covr.data.skips import SkipReport, append_skip
 from covr.data.text import clean_text
 from covr.data.transforms import TestTransform, build_transform
 from covr.data.video import IMAGE_SUFFIXES, file_problem, load_frames, sample_indices
-from covr.models.similarity import score_weights
 
 log = logging.getLogger(__name__)
 
+SCORE_TEMPERATURE = 0.1  # CoVR's frame weights: softmax(scores / 0.1)
 REASONS = ("ok", "missing", "empty", "unreadable", "no embedding")  # index 0 = usable
 
 
@@ -165,11 +165,12 @@ class WebVidCoVRDataset(Dataset):
     def __len__(self) -> int:
         return len(self._starts) if self.epoch_mode == "unique_targets" else len(self.rows)
 
-    def row_of(self, index: int) -> int:
-        """CSV row served at position ``index`` in the current epoch."""
+    def row_of(self, index: int, epoch: int | None = None) -> int:
+        """CSV row served at position ``index`` in the current (or the given) epoch."""
         if self.epoch_mode == "all_triplets":
             return int(self.rows[index])
-        pick = np.random.default_rng([self.seed, self.epoch, index, 1]).integers(self._counts[index])
+        epoch = self.epoch if epoch is None else epoch
+        pick = np.random.default_rng([self.seed, epoch, index, 1]).integers(self._counts[index])
         return int(self.rows[self._order[self._starts[index] + pick]])
 
     def target_ids(self) -> list[str]:
@@ -178,40 +179,73 @@ class WebVidCoVRDataset(Dataset):
 
     # ---- items -------------------------------------------------------------------------------
     def __getitem__(self, index: int) -> dict[str, Any] | None:
-        ann, row = self.annotations, self.row_of(index)
-        rng = np.random.default_rng([self.seed, self.epoch, row, 2])  # same draw in any worker
-        reference_id, target_id = ann.reference_id(row), ann.target_id(row)
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any] | None]:
+        """``[self[i] for i in indices]``, as a DataLoader fetches a batch: every video of the batch
+        is decoded first, then the reference clips are transformed together (the transform's
+        ``apply_many``, when it has one). Keeping the decoder and the transforms hot in the CPU
+        caches, with fewer and larger torch calls, makes a toy sample ~20% cheaper; the items
+        are the same as one at a time."""
+        random_reference, epoch = self.reference_sampling == "random", self.epoch
+        jobs = []  # (position in the batch, row, generator, decoded frames)
+        for position, index in enumerate(indices):
+            row = self.row_of(index, epoch)
+            rng = np.random.default_rng([self.seed, epoch, row, 2])  # same draws in any worker, any batch
+            frames = self._decode(row, rng if random_reference else None)
+            if frames is not None:
+                jobs.append((position, row, rng, frames))
+        clips, generators = [job[3][0] for job in jobs], [job[2] for job in jobs]
+        many = getattr(self.transform, "apply_many", None)
+        references = many(clips, generators) if many else [self.transform(c, generator=g) for c, g in zip(clips, generators)]
+        items: list[dict[str, Any] | None] = [None] * len(indices)
+        for (position, row, rng, frames), reference in zip(jobs, references):
+            items[position] = self._item(row, rng, reference, frames[1])
+        return items
+
+    def _decode(self, row: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """(reference frames, target frames or None in store mode), uint8 [F, H, W, 3]; None = row skipped."""
+        ann = self.annotations
+        reference_id = ann.reference_id(row)
         try:
-            frames = load_frames(self.video_path(reference_id), self.num_reference_frames, self.reference_sampling, rng)
+            reference = load_frames(self.video_path(reference_id), self.num_reference_frames, self.reference_sampling, rng)
         except VideoDecodeError as error:
             return self._skip(row, reference_id, "pth1", error)
+        if self.store is not None:
+            return reference, None
+        target_id = ann.target_id(row)
+        try:
+            return reference, load_frames(self.video_path(target_id), self.num_target_frames, "uniform")
+        except VideoDecodeError as error:
+            return self._skip(row, target_id, "pth2", error)
+
+    def _item(self, row: int, rng: np.random.Generator, reference: torch.Tensor, target: np.ndarray | None) -> dict[str, Any]:
+        """The item of a row from its transformed reference frames and (frames mode) decoded target frames."""
+        ann = self.annotations
+        target_id = ann.target_id(row)
         item: dict[str, Any] = {
-            "reference_frames": self.transform(frames, generator=rng),  # [F, 3, H, W]
+            "reference_frames": reference,  # [F, 3, H, W]
             "edit": clean_text(ann.edit[row], self.max_words),
             "reference_caption": clean_text(ann.caption(row, "reference"), self.max_words),
             "target_caption": clean_text(ann.caption(row, "target"), self.max_words),
-            "reference_id": reference_id,
+            "reference_id": ann.reference_id(row),
             "target_id": target_id,
             "index": row,
         }
         scores = parse_scores(ann.scores[row]) if ann.scores is not None else None
-        if self.store is None:
-            try:
-                frames = load_frames(self.video_path(target_id), self.num_target_frames, "uniform")
-            except VideoDecodeError as error:
-                return self._skip(row, target_id, "pth2", error)
-            item["target_frames"] = self.target_transform(frames)  # [Ft, 3, H, W]
-            item["target_weights"] = _frame_weights(scores, len(frames), np.arange(len(frames)))
+        if target is not None:
+            item["target_frames"] = self.target_transform(target)  # [Ft, 3, H, W]
+            item["target_weights"] = _frame_weights(scores, len(target), np.arange(len(target)))
+            return item
+        embeddings, n = self.store.get(target_id)  # [n, (Q,) E]
+        if n > self.num_target_frames and self.split == "train":
+            chosen = np.sort(rng.choice(n, self.num_target_frames, replace=False))
+        elif n > self.num_target_frames:
+            chosen = np.asarray(sample_indices(n, self.num_target_frames, "uniform"))
         else:
-            embeddings, n = self.store.get(target_id)  # [n, (Q,) E]
-            if n > self.num_target_frames and self.split == "train":
-                chosen = np.sort(rng.choice(n, self.num_target_frames, replace=False))
-            elif n > self.num_target_frames:
-                chosen = np.asarray(sample_indices(n, self.num_target_frames, "uniform"))
-            else:
-                chosen = np.arange(n)
-            item["target_embedding"] = torch.from_numpy(embeddings[chosen])  # [Ft, (Q,) E]
-            item["target_weights"] = _frame_weights(scores, n, chosen)
+            chosen = np.arange(n)
+        item["target_embedding"] = torch.from_numpy(embeddings[chosen])  # [Ft, (Q,) E]
+        item["target_weights"] = _frame_weights(scores, n, chosen)
         return item
 
     def _skip(self, row: int, video_id: str, field: str, error: VideoDecodeError) -> None:
@@ -223,7 +257,10 @@ class WebVidCoVRDataset(Dataset):
 
 
 def _frame_weights(scores: np.ndarray | None, num_frames: int, chosen: np.ndarray) -> torch.Tensor:
-    """softmax(scores[chosen] / 0.1) when the score list has one entry per frame, else uniform. -> [len(chosen)]"""
+    """softmax(scores[chosen] / 0.1) (``score_weights``, in numpy: a few frames per sample) when the
+    score list has one entry per frame, else uniform. -> float32 [len(chosen)]"""
     if scores is None or len(scores) != num_frames:
         return torch.full((len(chosen),), 1.0 / len(chosen))
-    return score_weights(torch.from_numpy(scores[chosen]).float()[None])[0]
+    logits = scores[chosen].astype(np.float64) / SCORE_TEMPERATURE
+    weights = np.exp(logits - logits.max())
+    return torch.from_numpy((weights / weights.sum()).astype(np.float32))

@@ -11,13 +11,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from covr.data.collate import EpochSampler, collate_covr
+from covr.data.shared_slots import SlotDataLoader
 from covr.data.transforms import build_transform
 from covr.data.webvid_covr import WebVidCoVRDataset
 
 log = logging.getLogger(__name__)
 
 
-class ResumableDataLoader(DataLoader):
+class ResumableDataLoader(SlotDataLoader):
     """A DataLoader whose position inside an epoch is saved in Lightning checkpoints.
 
     Lightning stores `state_dict()` of stateful train loaders and calls `load_state_dict` before
@@ -92,6 +93,8 @@ class CoVRDataModule(pl.LightningDataModule):
         kwargs: dict[str, Any] = {"num_workers": workers, "collate_fn": collate_covr, "pin_memory": bool(self.cfg.get("pin_memory", torch.cuda.is_available()))}
         if workers > 0:
             kwargs.update(persistent_workers=bool(self.cfg.get("persistent_workers", True)), prefetch_factor=int(self.cfg.get("prefetch_factor", 2)))
+            if self.cfg.get("shared_slots") is not None:  # slots per worker (0: off); default prefetch_factor + 2
+                kwargs["slots"] = int(self.cfg["shared_slots"])
         return kwargs
 
     def train_dataloader(self) -> ResumableDataLoader:
@@ -105,4 +108,4 @@ class CoVRDataModule(pl.LightningDataModule):
             return []
         sampler = EpochSampler(self.val_dataset, shuffle=False)
         batch = int(self.cfg.get("val_batch_size", self.cfg["batch_size"]))
-        return DataLoader(self.val_dataset, batch_size=batch, sampler=sampler, **self._loader_kwargs(int(self.cfg.get("num_workers", 4))))
+        return SlotDataLoader(self.val_dataset, batch_size=batch, sampler=sampler, **self._loader_kwargs(int(self.cfg.get("num_workers", 4))))

@@ -90,7 +90,7 @@ class CoVRModule(pl.LightningModule):
         if batch is None:
             return
         query, target = (pool_tokens(x).float() for x in self._pair(batch))
-        self._val_outputs.append((batch["index"].to(query.device), query, target))
+        self._val_outputs.append((batch["index"].to(query.device, copy=True), query, target))  # a copy: batch tensors may view a recycled loader slot
 
     def on_validation_epoch_end(self) -> None:
         if not self._val_outputs:

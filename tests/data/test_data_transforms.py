@@ -121,3 +121,52 @@ def test_photometric_ops_match_pil_image_enhance(name, pil_name, factor):
     x = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255
     got = (augment.PHOTOMETRIC_OPS[name](x, factor)[0].permute(1, 2, 0) * 255).round().int().numpy()
     assert np.abs(got - expected).max() <= 2
+
+
+@pytest.mark.parametrize("output_dtype", ["uint8", "float32", "float16"])
+def test_apply_many_equals_one_clip_at_a_time(output_dtype):
+    rng = np.random.default_rng(5)
+    clips = [rng.integers(0, 256, (f, 40, 56, 3), dtype=np.uint8) for f in (1, 1, 3, 1, 2, 1, 1, 1, 1)]
+    transform = TrainTransform(32, horizontal_flip=True, output_dtype=output_dtype)
+    many = transform.apply_many(clips, [np.random.default_rng(i) for i in range(len(clips))])
+    one_by_one = [transform(clip, generator=np.random.default_rng(i)) for i, clip in enumerate(clips)]
+    assert [tuple(x.shape) for x in many] == [(len(c), 3, 32, 32) for c in clips]
+    for a, b in zip(many, one_by_one):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+    # groups of clips share torch calls only while they stay about a megabyte
+    assert T._cache_sized_chunks([3, 3, 3, 5, 9], limit=6) == [[0, 1], [2], [3], [4]]
+    assert T._cache_sized_chunks([]) == []
+
+
+def test_apply_ops_with_per_clip_plans_equals_separate_calls():
+    x = torch.rand(5, 3, 12, 12)
+    plans = [[("contrast", 1.45), ("sharpness", 0.55)], [("contrast", 0.55), ("identity", 1.0)],
+             [("autocontrast", 1.0), ("brightness", 1.45)]]  # fmt: skip
+    counts = [2, 1, 2]
+    got = augment.apply_ops(x.clone(), plans, counts)
+    starts = [0, 2, 3, 5]
+    for i, plan in enumerate(plans):
+        want = x[starts[i] : starts[i + 1]].clone()
+        for name, factor in plan:
+            want = augment.PHOTOMETRIC_OPS[name](want, factor)
+        torch.testing.assert_close(got[starts[i] : starts[i + 1]], want, atol=1e-6, rtol=0)
+
+
+def test_autocontrast_matches_pil_and_keeps_constant_channels():
+    from PIL import Image, ImageOps
+
+    pixels = np.random.default_rng(2).integers(40, 200, (16, 12, 3), dtype=np.uint8)
+    pixels[..., 2] = 90  # a constant channel: PIL leaves it as it is
+    expected = np.asarray(ImageOps.autocontrast(Image.fromarray(pixels))).astype(int)
+    x = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255
+    got = (augment.autocontrast(x)[0].permute(1, 2, 0) * 255).round().int().numpy()
+    assert np.abs(got - expected).max() <= 1 and (got[..., 2] == 90).all()
+
+
+def test_uint8_resize_reads_decoder_layout_without_a_copy_and_agrees():
+    frames = torch.from_numpy(np.random.default_rng(3).integers(0, 256, (2, 48, 80, 3), dtype=np.uint8))
+    view = frames.movedim(-1, -3)  # channels-last strides, as decoded
+    for size in (32, 96):
+        assert torch.equal(augment.resize_uint8(view, size), augment.resize_uint8(view.contiguous(), size))
+    out = TestTransform(32, "uint8")(frames)
+    assert out.is_contiguous() and torch.equal(out, augment.resize_uint8(view.contiguous(), 32))

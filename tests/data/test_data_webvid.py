@@ -11,6 +11,7 @@ from covr.data.collate import EpochSampler, collate_covr, pad_frames
 from covr.data.embedding_store import EmbeddingStore
 from covr.data.errors import MissingVideosError, VideoDecodeError
 from covr.data.webvid_covr import WebVidCoVRDataset
+from covr.data.transforms import TrainTransform
 
 SCORES = [0.3, 0.1, 0.5, 0.2, 0.4, 0.0, 0.3, 0.6, 0.1, 0.2, 0.3, 0.25, 0.35, 0.05, 0.15]
 
@@ -170,3 +171,26 @@ def test_store_targets(tmp_path, broken_videos):
     assert batch["target_embedding"].shape == (2, 4, 2, 4) and batch["target_frame_mask"].all()
     with pytest.raises(Exception, match="model-a.*model-b"):
         dataset(csv_path, broken_videos["root"], target_source="store", store=tmp_path / "store", store_identity="model-b")
+
+
+@pytest.mark.parametrize("mode", ["frames", "store"])
+def test_batch_fetch_equals_items_one_by_one(broken_csv, broken_videos, tmp_path, mode):
+    """__getitems__ (what a DataLoader calls) gives the items ds[i] gives, skipped rows included."""
+    kw = {}
+    if mode == "store":
+        ids = [f"page/g{i}" for i in range(6)] + ["page/truncated"]
+        store = EmbeddingStore.create(tmp_path / "store", ids, "m", (3,), max_frames=15)
+        store.writer(0).write(list(range(7)), np.random.default_rng(0).normal(size=(7, 15, 3)).astype(np.float32), [15] * 7)
+        kw = {"target_source": "store", "store": tmp_path / "store", "store_identity": "m", "num_target_frames": 4}
+    ds = dataset(broken_csv, broken_videos["root"], transform=TrainTransform(32, horizontal_flip=True), **kw)
+    order = [4, 0, 3, 1, 5, 2]
+    together = ds.__getitems__(order)
+    alone = [ds[i] for i in order]
+    assert [item is None for item in together] == [item is None for item in alone]
+    assert None in alone and len([item for item in alone if item is not None]) >= 3  # row 5 is not a video
+    for a, b in zip(together, alone):
+        if a is None:
+            continue
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]) if isinstance(a[key], torch.Tensor) else a[key] == b[key]

@@ -104,3 +104,12 @@ def test_wrong_value_fails_in_one_line(tmp_path, override, message):
     cfg = _compose(tmp_path, "experiment=toy", override)
     with pytest.raises(ConfigValueError, match=message.replace("(", r"\(").replace("[", r"\[")):
         validate_config(cfg)
+
+
+@pytest.mark.parametrize("slots, expected", [("null", 4), ("3", 3), ("0", None)])
+def test_training_loader_uses_shared_slots_as_configured(toy, tmp_path, slots, expected):
+    from covr.training.datamodule import CoVRDataModule
+
+    cfg = _shrunk(toy, tmp_path, "covr2_blip2", "data.num_workers=2", "data.prefetch_factor=2", f"data.shared_slots={slots}")
+    loader = CoVRDataModule(plain(cfg.data), 32).train_dataloader()
+    assert (loader.slots.busy.shape[1] if loader.slots is not None else None) == expected

@@ -12,6 +12,7 @@ from covr.training.checkpointing import atomic_torch_save
 from helpers_training import run_train
 
 # one stage (X-Aligner + text encoder) on the small toy set: 5 steps per epoch, 2 epochs
+WORKERS = ["data.num_workers=2", "data.persistent_workers=true"]
 ONE_STAGE = ["stages=null", "model.stage=2", "trainer.max_epochs=2", "test_after_training=false", "checkpoint.every_n_train_steps=3"]
 
 
@@ -22,8 +23,10 @@ def _weights(path):
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
     run_train(tmp_path, "run_id=uninterrupted", *ONE_STAGE)
+    # the interrupted run loads its batches in 2 worker processes (shared-memory slots, persistent
+    # workers, mid-epoch skip on resume); the reference loads them in the main process
     killed = run_train(
-        tmp_path, "run_id=resumed", *ONE_STAGE,
+        tmp_path, "run_id=resumed", *ONE_STAGE, *WORKERS,
         "+callbacks.kill._target_=covr.training.callbacks.KillAtStep", "+callbacks.kill.step=7", check=False,
     )  # fmt: skip
     assert killed.returncode == 17, killed.stderr[-3000:]
@@ -31,7 +34,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     saved = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert saved["global_step"] == 6  # the step-3 schedule saved step 6; step 7 was lost with the process
     assert not (run_dir / "checkpoints" / "final.ckpt").exists()
-    resumed = run_train(tmp_path, "run_id=resumed", *ONE_STAGE)
+    resumed = run_train(tmp_path, "run_id=resumed", *ONE_STAGE, *WORKERS)
     assert "resuming from" in resumed.stdout + resumed.stderr
     ref = _weights(tmp_path / "runs" / "toy" / "uninterrupted" / "checkpoints" / "last.ckpt")
     got = _weights(run_dir / "checkpoints" / "last.ckpt")
