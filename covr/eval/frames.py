@@ -17,6 +17,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from covr.data.collate import pad_frames
 from covr.data.transforms import test_transform
 from covr.data.errors import CovrDataError
 from covr.data.video import load_frames
@@ -71,12 +72,7 @@ def collate_frames(items: list[tuple[int, Tensor | None, str | None]]) -> FrameB
     failures = [(i, reason) for i, x, reason in items if x is None]
     if not good:
         return FrameBatch(torch.zeros(0, dtype=torch.long), None, None, failures)
-    longest = max(x.shape[0] for _, x in good)
-    frames = good[0][1].new_zeros(len(good), longest, *good[0][1].shape[1:])  # [B, F, 3, S, S]
-    mask = torch.zeros(len(good), longest, dtype=torch.bool)
-    for row, (_, x) in enumerate(good):
-        frames[row, : x.shape[0]] = x
-        mask[row, : x.shape[0]] = True
+    frames, mask = pad_frames([x for _, x in good])  # [B, F, 3, S, S], [B, F]
     return FrameBatch(torch.tensor([i for i, _ in good]), frames, mask, failures)
 
 

@@ -11,7 +11,7 @@ from torch import Tensor
 from transformers import Blip2Config, Blip2ForImageTextRetrieval
 
 from covr.models.blip2 import Blip2Backbone, build_blip2_random, make_blip2_config
-from covr.models.checkpoint_io import CheckpointError, load_state, strip_prefix
+from covr.models.checkpoint_io import CheckpointError, initialise_left_out, load_state, skip_weight_init, strip_prefix
 from covr.models.convert.lavis_blip2 import (
     add_vision_prefix,
     convert_lavis_blip2,
@@ -101,9 +101,10 @@ def backbone_from_blip2_state(
     set_image_size(converted, spec, image_size, source)
     config = make_blip2_config(spec)
     config._attn_implementation = attn_implementation
-    model = Blip2ForImageTextRetrieval(config)
+    with skip_weight_init():  # every weight is loaded next
+        model = Blip2ForImageTextRetrieval(config)
     backbone = Blip2Backbone(model, tokenizer, spec.get("post_layernorm_eps"))
-    load_state(backbone, converted, source, strict=strict, optional=("itm_head.",))
+    initialise_left_out(model, load_state(backbone, converted, source, strict=strict, optional=("itm_head.",)))
     return backbone
 
 

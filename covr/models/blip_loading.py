@@ -12,7 +12,7 @@ from transformers import BlipConfig, BlipForImageTextRetrieval
 
 from covr.models.blip import BlipBackbone, build_blip_random, make_blip_config
 from covr.models.blip2_loading import POSITION_KEY, set_image_size
-from covr.models.checkpoint_io import CheckpointError, load_state
+from covr.models.checkpoint_io import CheckpointError, initialise_left_out, load_state, skip_weight_init
 from covr.models.convert.lavis_blip import convert_lavis_blip, describe_dropped, infer_blip_spec
 from covr.models.convert.lavis_blip2 import resize_position_embedding
 from covr.models.tokenizer import build_tokenizer
@@ -48,8 +48,10 @@ def blip_backbone_from_state(
     vocab = spec["text_config"]["vocab_size"]
     if len(tokenizer) != vocab:
         raise CheckpointError(f"{source}: the tokenizer has {len(tokenizer)} tokens but the checkpoint's word embeddings {vocab}; expected bert-base-uncased + [DEC] + [ENC]")
-    backbone = BlipBackbone(BlipForImageTextRetrieval(make_blip_config(spec)), tokenizer)
-    load_state(backbone, converted, source, strict=strict, optional=("itm_head.",))
+    with skip_weight_init():  # every weight is loaded next
+        model = BlipForImageTextRetrieval(make_blip_config(spec))
+    backbone = BlipBackbone(model, tokenizer)
+    initialise_left_out(model, load_state(backbone, converted, source, strict=strict, optional=("itm_head.",)))
     return backbone
 
 

@@ -14,6 +14,7 @@ Config (conf/model/*.yaml, passed here as a plain dict; model code never imports
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 from collections.abc import Mapping
@@ -25,7 +26,7 @@ from torch import Tensor
 from covr.models.backbone import Backbone
 from covr.models.blip2_loading import build_blip2_backbone
 from covr.models.blip_loading import build_blip_random_backbone
-from covr.models.checkpoint_io import CheckpointError, load_state, read_checkpoint
+from covr.models.checkpoint_io import CheckpointError, load_state, read_checkpoint, skip_weight_init
 from covr.models.retriever import ComposedRetriever
 from covr.models.xaligner import XAlignerConfig
 
@@ -131,6 +132,8 @@ def retriever_from_checkpoint(obj: Mapping[str, Any], path: str, stage: int | No
     cfg["init_from"] = None
     if stage is not None:
         cfg["stage"] = stage
-    model = build_retriever(cfg)
-    load_covr_weights(model, checkpoint_state(obj, str(path)), str(path), strict=strict)
+    state = checkpoint_state(obj, str(path))
+    with skip_weight_init() if strict else contextlib.nullcontext():  # a strict load sets every weight
+        model = build_retriever(cfg)
+    load_covr_weights(model, state, str(path), strict=strict)
     return model

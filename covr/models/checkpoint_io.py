@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
 from collections.abc import Iterable, Mapping
@@ -55,13 +56,36 @@ def _listing(keys: Iterable[str], limit: int = 25) -> str:
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def load_state(module: nn.Module, state: Mapping[str, Tensor], source: str, strict: bool = True, optional: tuple[str, ...] = ()) -> None:
+def skip_weight_init() -> contextlib.AbstractContextManager:
+    """A context that builds modules without their random initialisation (torch.nn.init and
+    transformers' init_weights become no-ops), for models whose weights are loaded right after:
+    a BLIP-2 ViT-g initialises for tens of seconds on a CPU, then every value is overwritten.
+    Parameters hold uninitialised memory until loaded: pair it with a strict ``load_state``, or
+    initialise what the load leaves out (``load_state`` returns those keys)."""
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # an older transformers: build normally
+        return contextlib.nullcontext()
+    return no_init_weights()
+
+
+def initialise_left_out(model: nn.Module, keys: Iterable[str]) -> None:
+    """Run a transformers model's own init on the modules owning ``keys`` (tensors a load left
+    unset in a model built under ``skip_weight_init``)."""
+    owners = {key.rsplit(".", 1)[0] for key in keys}
+    for name in sorted(owners):
+        model._init_weights(model.get_submodule(name))
+
+
+def load_state(
+    module: nn.Module, state: Mapping[str, Tensor], source: str, strict: bool = True, optional: tuple[str, ...] = ()
+) -> list[str]:
     """Load `state` into `module`, checking names and shapes ourselves so that every problem is listed.
 
     strict=True raises `CheckpointError` naming the missing, unexpected and mis-shaped keys;
     strict=False logs them and loads what fits. Missing keys under an `optional` prefix (e.g. the
     ITM head, which CoVR checkpoints leave out and retrieval never uses) keep their initial values,
-    with a logged note."""
+    with a logged note. Returns the module's keys that were not loaded."""
     expected = module.state_dict()
     absent_optional = [k for k in expected if k not in state and k.startswith(optional)] if optional else []
     if absent_optional:
@@ -87,3 +111,4 @@ def load_state(module: nn.Module, state: Mapping[str, Tensor], source: str, stri
     bad = {s.split(" ")[0] for s in mis_shaped}
     usable = {k: v for k, v in state.items() if k in expected and k not in bad}
     module.load_state_dict(usable, strict=False)
+    return [k for k in expected if k not in usable]

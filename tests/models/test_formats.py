@@ -92,6 +92,11 @@ def test_covr_checkpoint_without_itm_head_loads_with_a_note(blip_fixture_path, t
         model = _load_fixture_format(tmp_path / "covr.ckpt", fixture, blip_base_spec(fixture["config"]))
     assert "has no itm_head.*: left at initialisation" in caplog.text
     _check_against_fixture(model, fixture, "image_feat")
+    # the backbone was built without random init (every other weight is loaded): the head the
+    # file lacks still gets transformers' init, never uninitialised memory
+    head = model.backbone.itm_head
+    assert torch.isfinite(head.weight).all() and torch.equal(head.bias, torch.zeros_like(head.bias))
+    assert 0.5 * 0.02 < head.weight.std().item() < 1.5 * 0.02
 
 
 def test_blip_position_embeddings_are_interpolated_with_a_note(blip_fixture_path, tmp_path, caplog):
