@@ -18,7 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from covr.data.transforms import test_transform
+from covr.data.collate import pad_frames
+from covr.data.transforms import TestTransform
 from covr.data.video import load_frames
 from covr.models.loading import load_model
 from covr.models.retriever import ComposedRetriever
@@ -48,12 +49,8 @@ class Retriever:
     def _clips(self, paths: Sequence[PathLike], num_frames: int) -> tuple[Tensor, Tensor]:
         """Decode and transform -> frames [B, F, 3, S, S] (padded) and frame mask [B, F]."""
         strategy = "middle" if num_frames == 1 else "uniform"
-        clips = [test_transform(load_frames(p, num_frames, strategy), self.model.image_size) for p in paths]
-        longest = max(c.shape[0] for c in clips)
-        frames = clips[0].new_zeros(len(clips), longest, *clips[0].shape[1:])
-        mask = torch.zeros(len(clips), longest, dtype=torch.bool)
-        for i, clip in enumerate(clips):
-            frames[i, : clip.shape[0]], mask[i, : clip.shape[0]] = clip, True
+        transform = TestTransform(self.model.image_size)  # the preprocessing of training's val / target frames
+        frames, mask = pad_frames([transform(load_frames(p, num_frames, strategy)) for p in paths])
         return frames.to(self.device), mask.to(self.device)
 
     @torch.inference_mode()

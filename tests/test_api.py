@@ -69,10 +69,10 @@ def test_paths_encode_like_the_tensor_interface(toy, tmp_path, family):
     assert gallery.paths == paths and gallery.embeddings.shape[:2] == (6, model.backbone.num_query_tokens)
     with torch.no_grad():
         for i, path in enumerate(paths):
-            frames = transforms.test_transform(load_frames(path, 15, "uniform"), model.image_size)[None]
+            frames = transforms.TestTransform(model.image_size)(load_frames(path, 15, "uniform"))[None]
             torch.testing.assert_close(gallery.embeddings[i : i + 1], model.encode_target(frames), atol=1e-6, rtol=0)
         query = api.encode_query([videos[0], str(image)], ["make it red", "turn it blue"], caption=["a circle", ""])
-        middle = transforms.test_transform(load_frames(videos[0], 1, "middle"), model.image_size)[None]
+        middle = transforms.TestTransform(model.image_size)(load_frames(videos[0], 1, "middle"))[None]
         torch.testing.assert_close(query[:1], model.encode_query(middle, ["make it red"], ["a circle"]), atol=1e-6, rtol=0)
     ranked = api.search(query, gallery, k=10)
     assert len(ranked) == 2 and all(len(r) == 6 for r in ranked)  # k is capped at the gallery size

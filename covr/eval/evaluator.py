@@ -22,6 +22,7 @@ from covr.eval.captions import query_captions
 from covr.eval.datasets import load_benchmark
 from covr.eval.datasets.base import Benchmark, Protocol, Query, RetrievalTask
 from covr.eval.encoding import FrameOptions, GalleryEmbeddings, cached_gallery, check_references, encode_queries
+from covr.eval.frames import PREPROCESSING
 from covr.eval.submission import write_submission
 from covr.eval.topk import rank_candidates, topk_faiss, topk_similarity
 from covr.models.similarity import SimilarityMode
@@ -130,6 +131,7 @@ def evaluate_task(
     key = {
         "identity": str(identity), "benchmark": benchmark.name, "task": task.name, "mode": run.mode, "dtype": str(run.dtype),
         "image_size": target_frames.image_size, "num_frames": target_frames.num_frames, "strategy": target_frames.strategy,
+        "preprocessing": PREPROCESSING,
     }  # fmt: skip
     gallery = cached_gallery(
         retriever, task.gallery.ids, task.gallery.paths, target_frames, run.mode, run.device, run.dtype, run.cache_dir,

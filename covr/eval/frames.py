@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from covr.data.collate import pad_frames
-from covr.data.transforms import test_transform
+from covr.data.transforms import TestTransform
 from covr.data.errors import CovrDataError
 from covr.data.video import load_frames
 
@@ -26,6 +26,10 @@ from covr.data.video import load_frames
 def _load_frames(path: Path, num_frames: int, strategy: str) -> np.ndarray | Tensor:
     """uint8 frames [F, H, W, 3] (an image is one frame); raises on any unreadable file."""
     return load_frames(path, num_frames, strategy)
+
+
+# what FrameDataset does to a frame (part of gallery cache keys: a change here invalidates old caches)
+PREPROCESSING = "TestTransform: uint8 bicubic resize (antialiased), CLIP-normalised float32"
 
 
 @dataclass
@@ -50,6 +54,7 @@ class FrameDataset(Dataset):
 
     def __init__(self, paths: Sequence[Path], image_size: int, num_frames: int = 1, strategy: str = "uniform") -> None:
         self.paths, self.image_size, self.num_frames, self.strategy = list(paths), image_size, num_frames, strategy
+        self.transform = TestTransform(image_size)  # as training's val / target frames: uint8 bicubic resize (PIL's), CLIP-normalised
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -57,7 +62,7 @@ class FrameDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[int, Tensor | None, str | None]:
         path = Path(self.paths[index])
         try:
-            frames = test_transform(_load_frames(path, self.num_frames, self.strategy), self.image_size)
+            frames = self.transform(_load_frames(path, self.num_frames, self.strategy))
             if frames.dim() != 4 or frames.shape[0] == 0:
                 raise ValueError(f"decoded to shape {tuple(frames.shape)}, expected [F>0, 3, S, S]")
             return index, frames[: self.num_frames], None

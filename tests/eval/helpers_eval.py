@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from covr.data.transforms import test_transform
+from covr.data.transforms import TestTransform
 
 
 class ColourRetriever(nn.Module):
@@ -80,7 +80,7 @@ def write_json(path: Path, obj) -> Path:
 def load_tensor(path: Path, size: int) -> Tensor:
     """One image as [1, 1, 3, size, size] (a one-frame video batch of one)."""
     with Image.open(path) as image:
-        return test_transform(np.array(image.convert("RGB"))[None], size)[None]
+        return TestTransform(size)(np.array(image.convert("RGB"))[None])[None]
 
 
 def brute_force_rankings(

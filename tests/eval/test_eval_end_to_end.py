@@ -125,10 +125,10 @@ def test_webvid_covr(tmp_path, monkeypatch):
     assert retriever.captions_seen[:2] == ["a city 0", "a city 1"]  # txt1 reaches encode_query
 
     def target_loader(path, size):
-        return transforms.test_transform(_fake_video_loader(path, 15, "middle"), size)[None]
+        return transforms.TestTransform(size)(_fake_video_loader(path, 15, "middle"))[None]
 
     def query_loader(path, size):
-        return transforms.test_transform(_fake_video_loader(path, 1, "middle"), size)[None]
+        return transforms.TestTransform(size)(_fake_video_loader(path, 1, "middle"))[None]
 
     brute = brute_force_rankings(ColourRetriever(), fixture["gallery"], fixture["queries"], "mean", target_loader, query_loader)
     assert saved["webvid_covr/test"]["ranked"] == {q["id"]: b for q, b in zip(fixture["queries"], brute)}
@@ -150,10 +150,10 @@ def test_webvid_covr_real_videos(tmp_path):
     assert result["counts"]["gallery_skipped"] == 0 and result["options"].get("target_frames") is None
 
     def target_loader(path, size):
-        return transforms.test_transform(load_frames(path, 15, "uniform"), size)[None]
+        return transforms.TestTransform(size)(load_frames(path, 15, "uniform"))[None]
 
     def query_loader(path, size):
-        return transforms.test_transform(load_frames(path, 1, "middle"), size)[None]
+        return transforms.TestTransform(size)(load_frames(path, 1, "middle"))[None]
 
     brute = brute_force_rankings(ColourRetriever(), fixture["gallery"], fixture["queries"], "mean", target_loader, query_loader)
     assert saved["webvid_covr/test"]["ranked"] == {q["id"]: b for q, b in zip(fixture["queries"], brute)}
