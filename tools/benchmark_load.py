@@ -28,7 +28,8 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from covr.data.toy import toy_vocabulary  # noqa: E402
 from covr.models.build import (  # noqa: E402
-    STATE_PREFIX, build_retriever, checkpoint_payload, checkpoint_state, load_covr_weights, retriever_from_checkpoint,
+    STATE_PREFIX, build_retriever, checkpoint_build_config, checkpoint_payload, checkpoint_state, load_covr_weights,
+    retriever_from_checkpoint,
 )  # fmt: skip
 
 
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"retriever: {params / 1e6:,.0f} M parameters ({args.vision_layers} ViT-g blocks), {torch.get_num_threads()} threads")
 
     def full_init():
-        model = build_retriever(retriever_cfg(obj))
+        model = build_retriever(checkpoint_build_config(obj, "benchmark"))
         load_covr_weights(model, checkpoint_state(obj, "benchmark"), "benchmark")
         return model
 
@@ -71,14 +72,6 @@ def main(argv: list[str] | None = None) -> None:
     for name, values in times.items():
         print(f"{name:28s} {min(values):7.2f} s   {base / min(values):5.1f}x")
     print("identical weights after both: checked")
-
-
-def retriever_cfg(obj: dict) -> dict:
-    """The build config retriever_from_checkpoint derives from a checkpoint (random-init backbone)."""
-    meta = obj["covr"]
-    cfg = copy.deepcopy(meta["model_config"])
-    cfg["backbone"] = {"family": meta["family"], "weights": None, "spec": meta["spec"], "tokenizer": meta["vocab"]}
-    return cfg
 
 
 if __name__ == "__main__":

@@ -189,14 +189,3 @@ def apply_ops(x: Tensor, plans: list[OpPlan], counts: list[int]) -> Tensor:
             per_frame = torch.tensor([f for i, f in zip(members, factors) for _ in range(counts[i])], dtype=x.dtype)
             x[index] = PHOTOMETRIC_OPS[name](x[index], per_frame.view(-1, 1, 1, 1))
     return x
-
-
-def rand_augment(
-    x: Tensor,
-    num_ops: int = 2,
-    magnitude: float = 5.0,
-    ops: tuple[str, ...] = tuple(PHOTOMETRIC_OPS),
-    generator: Generator | None = None,
-) -> Tensor:
-    """Apply ``num_ops`` ops drawn with ``draw_ops``; x: float [F, 3, H, W] in [0, 1], every frame gets the same ops."""
-    return apply_ops(x, [draw_ops(num_ops, magnitude, ops, generator)], [len(x)])

@@ -21,10 +21,18 @@ PADDED_KEYS = {"target_weights"}  # [F] per item, padded with 0
 Empty = Callable[[tuple, torch.dtype], Tensor]  # allocator: (shape, dtype) -> uninitialised tensor
 
 
+def itemsize(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def nbytes(shape: tuple, dtype: torch.dtype) -> int:
+    """Bytes of a dense tensor of this shape and dtype."""
+    return int(torch.Size(shape).numel()) * itemsize(dtype)
+
+
 def shared_empty(shape: tuple, dtype: torch.dtype) -> Tensor:
     """An uninitialised tensor in a fresh shared-memory segment."""
-    numel = int(torch.Size(shape).numel())
-    storage = torch.UntypedStorage._new_shared(numel * torch.empty((), dtype=dtype).element_size())
+    storage = torch.UntypedStorage._new_shared(nbytes(shape, dtype))
     return torch.empty(0, dtype=dtype).set_(storage, 0, torch.Size(shape))
 
 

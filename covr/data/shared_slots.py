@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, get_worker_info
 
-from covr.data.collate import shared_empty
+from covr.data.collate import itemsize, nbytes, shared_empty
 
 SLOT_KEY = "__shared_slot__"  # batch entry: (pid, worker, slot, generation, storage or None, layout)
 _ALIGN = 64
@@ -36,14 +36,6 @@ _ALIGN = 64
 
 def _round_up(n: int) -> int:
     return -(-n // _ALIGN) * _ALIGN
-
-
-def _itemsize(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
-
-
-def _nbytes(shape: tuple[int, ...], dtype: torch.dtype) -> int:
-    return int(np.prod(shape, dtype=np.int64)) * _itemsize(dtype)
 
 
 class _SlotAllocator:
@@ -56,12 +48,12 @@ class _SlotAllocator:
         self.needed = 0  # bytes the batch would need in a slot (all tensors)
 
     def __call__(self, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
-        nbytes = _nbytes(shape, dtype)
-        self.needed += _round_up(nbytes)
-        if self.storage is None or self.used + nbytes > self.capacity:
+        size = nbytes(shape, dtype)
+        self.needed += _round_up(size)
+        if self.storage is None or self.used + size > self.capacity:
             return self.fallback(shape, dtype)
-        out = torch.empty(0, dtype=dtype).set_(self.storage, self.used // _itemsize(dtype), torch.Size(shape))
-        self.used += _round_up(nbytes)
+        out = torch.empty(0, dtype=dtype).set_(self.storage, self.used // itemsize(dtype), torch.Size(shape))
+        self.used += _round_up(size)
         return out
 
     def owns(self, value: Any) -> bool:
@@ -165,11 +157,11 @@ class SharedSlots:
         known, memory = self._views.get(key, (None, None))
         if known != generation:  # cannot happen: a worker sends the storage until it is acknowledged
             raise RuntimeError(f"loader slot {key}: the main process has generation {known}, the batch needs {generation}")
-        end = max(offset + _nbytes(shape, dtype) for _, offset, dtype, shape in layout)
+        end = max(offset + nbytes(shape, dtype) for _, offset, dtype, shape in layout)
         region = memory[:end]  # its own ndarray: freed when the last tensor below is
         whole = torch.from_numpy(region)
         for name, offset, dtype, shape in layout:
-            batch[name] = whole[offset : offset + _nbytes(shape, dtype)].view(dtype).view(shape)
+            batch[name] = whole[offset : offset + nbytes(shape, dtype)].view(dtype).view(shape)
         del whole
         self._held.add((worker, s))
         weakref.finalize(region, _release, self._busy, self._held, worker, s)

@@ -26,10 +26,10 @@ from covr.data.skips import SkipReport, append_skip
 from covr.data.text import clean_text
 from covr.data.transforms import TestTransform, build_transform
 from covr.data.video import IMAGE_SUFFIXES, file_problem, load_frames, sample_indices
+from covr.models.similarity import score_weights
 
 log = logging.getLogger(__name__)
 
-SCORE_TEMPERATURE = 0.1  # CoVR's frame weights: softmax(scores / 0.1)
 REASONS = ("ok", "missing", "empty", "unreadable", "no embedding")  # index 0 = usable
 
 
@@ -257,10 +257,7 @@ class WebVidCoVRDataset(Dataset):
 
 
 def _frame_weights(scores: np.ndarray | None, num_frames: int, chosen: np.ndarray) -> torch.Tensor:
-    """softmax(scores[chosen] / 0.1) (``score_weights``, in numpy: a few frames per sample) when the
-    score list has one entry per frame, else uniform. -> float32 [len(chosen)]"""
+    """softmax(scores[chosen] / 0.1) when the score list has one entry per frame, else uniform. -> [len(chosen)]"""
     if scores is None or len(scores) != num_frames:
         return torch.full((len(chosen),), 1.0 / len(chosen))
-    logits = scores[chosen].astype(np.float64) / SCORE_TEMPERATURE
-    weights = np.exp(logits - logits.max())
-    return torch.from_numpy((weights / weights.sum()).astype(np.float32))
+    return score_weights(torch.from_numpy(scores[chosen]).float()[None])[0]

@@ -118,6 +118,19 @@ def load_retriever(path: str | Path, stage: int | None = None, strict: bool = Tr
 
 def retriever_from_checkpoint(obj: Mapping[str, Any], path: str, stage: int | None = None, strict: bool = True) -> ComposedRetriever:
     """`load_retriever` for an already-read checkpoint object."""
+    cfg = checkpoint_build_config(obj, path)
+    if stage is not None:
+        cfg["stage"] = stage
+    state = checkpoint_state(obj, str(path))
+    with skip_weight_init() if strict else contextlib.nullcontext():  # a strict load sets every weight
+        model = build_retriever(cfg)
+    load_covr_weights(model, state, str(path), strict=strict)
+    return model
+
+
+def checkpoint_build_config(obj: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """The retriever config a covr checkpoint rebuilds from: its model config with a weightless
+    backbone of the stored architecture and vocabulary (the checkpoint's weights are loaded after)."""
     if CHECKPOINT_KEY not in obj:
         raise CheckpointError(f"{path} is not a covr checkpoint (no '{CHECKPOINT_KEY}' entry)")
     meta = obj[CHECKPOINT_KEY]
@@ -130,10 +143,4 @@ def retriever_from_checkpoint(obj: Mapping[str, Any], path: str, stage: int | No
         "attn_implementation": cfg.get("backbone", {}).get("attn_implementation", "sdpa"),
     }
     cfg["init_from"] = None
-    if stage is not None:
-        cfg["stage"] = stage
-    state = checkpoint_state(obj, str(path))
-    with skip_weight_init() if strict else contextlib.nullcontext():  # a strict load sets every weight
-        model = build_retriever(cfg)
-    load_covr_weights(model, state, str(path), strict=strict)
-    return model
+    return cfg
