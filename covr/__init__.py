@@ -9,9 +9,10 @@ from typing import Any
 __version__ = "0.1.0"
 
 
-def load(source: Any, device: Any = None, **options: Any) -> Any:
+def load(source: Any, device: Any = None, trust_checkpoint: bool = False, **options: Any) -> Any:
     """Load a retriever from a covr model folder or checkpoint, a transformers folder or hub id, or a
-    LAVIS / CoVR / CoVR-2 file; returns a `covr.api.Retriever` (imported lazily: `import covr` stays cheap)."""
+    LAVIS / CoVR / CoVR-2 file; returns a `covr.api.Retriever` (imported lazily: `import covr` stays cheap).
+    Files are read weights-only; `trust_checkpoint=True` allows full unpickling (runs code from the file)."""
     from covr.api import load as _load
 
-    return _load(source, device, **options)
+    return _load(source, device, trust_checkpoint=trust_checkpoint, **options)

@@ -5,7 +5,9 @@
     query = model.encode_query("ref.mp4", "make it red") # the reference's middle frame + the edit
     model.search(query, gallery, k=10)                   # [(path, score), ...] best first
 
-Videos and images are both accepted everywhere (an image is a one-frame video).
+Videos and images are both accepted everywhere (an image is a one-frame video). Texts are cleaned as
+in training and evaluation (`covr.data.text.clean_text`, CoVR's pre_caption) unless
+`clean_text=False`; a query takes as many reference frames as its checkpoint was trained with.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ import torch
 from torch import Tensor
 
 from covr.data.collate import pad_frames
+from covr.data.text import clean_text as clean
 from covr.data.transforms import TestTransform
 from covr.data.video import load_frames
+from covr.models.checkpoint_io import trust_checkpoints
 from covr.models.loading import load_model
 from covr.models.retriever import ComposedRetriever
 from covr.models.similarity import SimilarityMode, similarity
@@ -40,11 +44,20 @@ class Gallery:
 
 
 class Retriever:
-    """A loaded retriever with file-path level encode / search methods (no gradients, eval mode)."""
+    """A loaded retriever with file-path level encode / search methods (no gradients, eval mode).
 
-    def __init__(self, model: ComposedRetriever, device: str | torch.device | None = None):
+    clean_text: clean edit texts and captions as training does (lower case, CoVR's punctuation set
+    removed, at most `max_words` words); False passes them to the tokenizer as given."""
+
+    def __init__(self, model: ComposedRetriever, device: str | torch.device | None = None, clean_text: bool = True, max_words: int = 30):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.eval().to(self.device)
+        self.clean_text, self.max_words = clean_text, max_words
+
+    def _texts(self, texts: list[str] | None) -> list[str] | None:
+        if texts is None or not self.clean_text:
+            return texts
+        return [clean(t, self.max_words) for t in texts]
 
     def _clips(self, paths: Sequence[PathLike], num_frames: int) -> tuple[Tensor, Tensor]:
         """Decode and transform -> frames [B, F, 3, S, S] (padded) and frame mask [B, F]."""
@@ -59,19 +72,21 @@ class Retriever:
         reference: PathLike | Sequence[PathLike],
         text: str | Sequence[str],
         caption: str | Sequence[str] | None = None,
-        num_frames: int = 1,
+        num_frames: int | None = None,
     ) -> Tensor:
         """Composed queries [B, Q, E] from reference videos / images and modification texts.
 
-        num_frames: 1 = the middle frame (CoVR); more = uniform frames (X-Aligner's visual memory).
+        num_frames: None = what the checkpoint was trained with (1, the middle frame, when it does not
+        say); 1 = the middle frame (CoVR); more = frames at segment middles (X-Aligner's visual memory).
         caption: optional description of each reference ("" or None = none)."""
         refs = [reference] if isinstance(reference, (str, Path)) else list(reference)
         texts = [text] if isinstance(text, str) else list(text)
         captions = None if caption is None else ([caption] if isinstance(caption, str) else list(caption))
         if len(texts) != len(refs):
             raise ValueError(f"{len(texts)} texts for {len(refs)} references")
-        frames, mask = self._clips(refs, num_frames)
-        return self.model.encode_query(frames, texts, captions, frame_mask=mask).cpu()
+        trained = getattr(self.model, "query_frames", None) or {}
+        frames, mask = self._clips(refs, int(num_frames or trained.get("num_frames") or 1))
+        return self.model.encode_query(frames, self._texts(texts), self._texts(captions), frame_mask=mask).cpu()
 
     @torch.inference_mode()
     def encode_gallery(self, paths: Sequence[PathLike], batch_size: int = 16, num_frames: int = 15) -> Gallery:
@@ -96,8 +111,13 @@ class Retriever:
         return ranked[0] if single else ranked
 
 
-def load(source: PathLike, device: str | torch.device | None = None, **options: Any) -> Retriever:
+def load(
+    source: PathLike, device: str | torch.device | None = None, trust_checkpoint: bool = False, clean_text: bool = True, **options: Any
+) -> Retriever:
     """Load a retriever from any supported source (covr model folder or checkpoint, transformers
     folder or hub id, LAVIS / CoVR / CoVR-2 file); `options` go to covr.models.loading.load_model
-    (family, query_head, image_size, tokenizer, spec, strict, ...)."""
-    return Retriever(load_model(source, **options), device)
+    (family, query_head, image_size, tokenizer, spec, strict, ...). Files are read weights-only;
+    `trust_checkpoint=True` allows full unpickling, which runs any code a file carries.
+    clean_text: see `Retriever`."""
+    with trust_checkpoints(trust_checkpoint):
+        return Retriever(load_model(source, **options), device, clean_text)

@@ -41,17 +41,28 @@ def hn_nce(query: Tensor, target: Tensor, alpha: float = 1.0, beta: float = 0.5,
 
 
 def gather_with_grad(x: Tensor) -> Tensor:
-    """Concatenate `x` [b, ...] from every process in rank order -> [world * b, ...].
+    """Concatenate `x` [b_r, ...] from every process r in rank order -> [sum_r b_r, ...].
 
     Gradients flow back to each rank's own slice (summed over the ranks that used it), so a loss
     computed identically on every rank from the gathered batch, with DDP's gradient averaging,
-    gives exactly the gradient of one process holding the whole batch. Local batches must have
-    equal sizes (use drop_last in distributed training)."""
+    gives exactly the gradient of one process holding the whole batch. Ranks may hold different
+    numbers of rows (a test batch that dropped a sample, even none at all): rows are padded to the
+    largest count for the collective and the padding is cut off again."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return x
     from torch.distributed.nn.functional import all_gather
 
-    return torch.cat(all_gather(x.contiguous()), dim=0)
+    world = dist.get_world_size()
+    count = torch.tensor([x.shape[0]], device=x.device, dtype=torch.long)
+    counts = [torch.zeros_like(count) for _ in range(world)]
+    dist.all_gather(counts, count)
+    sizes = [int(c) for c in counts]
+    most = max(sizes)
+    if all(size == most for size in sizes):
+        return torch.cat(all_gather(x.contiguous()), dim=0)
+    padded = torch.cat([x, x.new_zeros(most - x.shape[0], *x.shape[1:])]) if x.shape[0] < most else x
+    chunks = all_gather(padded.contiguous())
+    return torch.cat([chunk[:size] for chunk, size in zip(chunks, sizes)], dim=0)
 
 
 class ContrastiveLoss(nn.Module):

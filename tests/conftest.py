@@ -91,6 +91,22 @@ def tiny_model_config(family: str = "blip2", **overrides) -> dict:
     return cfg
 
 
+def open_xaligner(model, gate: float = 0.5, seed: int = 0):
+    """Put every X-Aligner weight on the gradient path, as training soon does: gates set to `gate`
+    (residual="gate"), or the zero-initialised last layer of each branch drawn from N(0, 0.02^2)
+    (residual="output"). Returns the model."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for block in model.xaligner.blocks:
+            if block.gates is not None:
+                for value in block.gates.values():
+                    value.fill_(gate)
+            else:
+                for layer in block.output_layers().values():
+                    layer.weight.copy_(torch.randn(layer.weight.shape, generator=g) * 0.02)
+    return model
+
+
 def _fixture(name: str) -> Path:
     path = FIXTURES / name
     if not path.is_file():

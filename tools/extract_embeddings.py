@@ -3,6 +3,12 @@
     python tools/extract_embeddings.py --csv webvid2m-covr_train.csv --video-root ROOT \
         --checkpoint runs/x/last.ckpt --out stores/webvid2m-train [--mean-tokens]
     python tools/extract_embeddings.py --folder images/ --model blip2 --out stores/cirr
+    python tools/extract_embeddings.py --csv webvid2m-covr_train.csv --captions \
+        --checkpoint runs/x/last.ckpt --out stores/webvid2m-train-captions
+
+--captions writes a text store instead: the encoder's caption features (`encode_text`) of every
+cleaned target caption (txt2), keyed by the text, stamped with its `text_identity` (CoVR-2's
+frozen caption term; `data.caption_features: store`).
 
 Sharding: --num-shards/--shard-id default to SLURM_NTASKS/SLURM_PROCID or WORLD_SIZE/RANK, so
 `srun python tools/extract_embeddings.py ...` splits the work; every shard writes its own
@@ -24,18 +30,29 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from covr.data.extract import extract_embeddings, shard_from_env, videos_from_csv, videos_from_folder  # noqa: E402
+from covr.data.extract import (  # noqa: E402
+    captions_from_csv,
+    extract_caption_embeddings,
+    extract_embeddings,
+    shard_from_env,
+    videos_from_csv,
+    videos_from_folder,
+)
+from covr.models.checkpoint_io import CheckpointError  # noqa: E402
 
 
-def load_encoder(checkpoint: str | None, model: str | None, overrides: list[str], conf_dir: Path = REPO / "conf"):
+def load_encoder(checkpoint: str | None, model: str | None, overrides: list[str], conf_dir: Path = REPO / "conf", trust_checkpoint: bool = False):
     """The retriever from weights in any format, or built from <conf_dir>/model/<model>.yaml (+ Hydra
     overrides, e.g. model/backbone=blip2_tiny), composed inside the training config so that paths
     (COVR_WEIGHTS, ...) and covr's resolvers work as in train.py."""
     import covr.models
     import covr.training.config  # noqa: F401  (registers the config resolvers)
 
+    from covr.models.checkpoint_io import trust_checkpoints
+
     if checkpoint:
-        return covr.models.load_model(checkpoint)
+        with trust_checkpoints(trust_checkpoint):
+            return covr.models.load_model(checkpoint)
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -52,9 +69,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     source.add_argument("--folder", help="encode every video / image under this folder (id = relative path without extension)")
     parser.add_argument("--video-root", help="folder holding <pth>.mp4 (with --csv)")
     parser.add_argument("--include-references", action="store_true", help="with --csv, also encode the pth1 videos")
+    parser.add_argument("--captions", action="store_true", help="with --csv, write a text store of the cleaned target captions (txt2)")
+    parser.add_argument("--max-words", type=int, default=30, help="with --captions, words kept per caption (data.max_words)")
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument("--checkpoint", help="weights in any format covr.load reads (covr checkpoint or folder, LAVIS / CoVR file, hub id)")
     model.add_argument("--model", help="config name under conf/model (build_retriever)")
+    parser.add_argument("--trust-checkpoint", action="store_true", help="allow full unpickling of --checkpoint (runs any code it carries; only for files you trust)")
     parser.add_argument("--override", action="append", default=[], help="Hydra override for --model, e.g. model.backbone.image_size=224")
     parser.add_argument("--out", required=True, help="store folder (created, or resumed when it exists)")
     parser.add_argument("--num-frames", type=int, default=15, help="frames per video, uniformly sampled")
@@ -66,7 +86,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-workers", type=int, default=4, help="decoding processes")
     parser.add_argument("--device", default=default_device(), help="default: the GPU of this task's node-local rank, else cpu")
     args = parser.parse_args(argv)
-    if args.csv and not args.video_root:
+    if args.captions and not args.csv:
+        parser.error("--captions needs --csv")
+    if args.csv and not args.video_root and not args.captions:
         parser.error("--csv needs --video-root")
     if not 0 <= args.shard_id < args.num_shards:
         parser.error(f"--shard-id {args.shard_id} is not in [0, {args.num_shards})")
@@ -89,13 +111,18 @@ def default_device(environ: dict[str, str] | None = None) -> str:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = parse_args(argv)
+    if args.captions:
+        return _captions(args)
     if args.csv:
         videos = videos_from_csv(args.csv, args.video_root, include_references=args.include_references)
     else:
         videos = videos_from_folder(args.folder)
     if not videos:
         raise SystemExit(f"no videos found in {args.csv or args.folder}")
-    encoder = load_encoder(args.checkpoint, args.model, args.override)
+    try:
+        encoder = load_encoder(args.checkpoint, args.model, args.override, trust_checkpoint=args.trust_checkpoint)
+    except CheckpointError as err:
+        raise SystemExit(f"error: {err}") from None
     result = extract_embeddings(
         encoder, videos, args.out, num_frames=args.num_frames, mean_tokens=args.mean_tokens,
         num_shards=args.num_shards, shard_id=args.shard_id, batch_size=args.batch_size,
@@ -106,6 +133,20 @@ def main(argv: list[str] | None = None) -> int:
         f"failed {len(result.failed)}; store {args.out} (identity {result.store.identity})"
     )
     return 1 if result.failed else 0
+
+
+def _captions(args: argparse.Namespace) -> int:
+    """--captions: the text store of a CSV's target captions."""
+    texts = captions_from_csv(args.csv, args.max_words)
+    if not texts:
+        raise SystemExit(f"no target captions (txt2) in {args.csv}")
+    try:
+        encoder = load_encoder(args.checkpoint, args.model, args.override, trust_checkpoint=args.trust_checkpoint)
+    except CheckpointError as err:
+        raise SystemExit(f"error: {err}") from None
+    result = extract_caption_embeddings(encoder, texts, args.out, batch_size=max(args.batch_size, 64), dtype=args.dtype, device=args.device)
+    print(f"captions: wrote {result.written}, already done {result.already_done}; text store {args.out} (identity {result.store.identity})")
+    return 0
 
 
 if __name__ == "__main__":

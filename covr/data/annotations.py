@@ -6,21 +6,29 @@ vocabulary with int32 codes, captions are interned (each video's caption repeats
 and ``scores`` stays a raw string until an item asks for it. Strings live in ``StringColumn``s
 (one utf-8 buffer + offsets): no per-row Python objects, so DataLoader workers forked from the
 main process share the pages instead of copying them as reference counts change.
+
+Bad rows do not abort the read: a row with bytes that are not UTF-8, an edit with no words, or a
+``scores`` list that does not parse or holds non-finite numbers is recorded in
+``CovrAnnotations.bad_rows`` (row -> (field, reason)); the dataset skips, counts and lists them
+with the rows whose videos are missing. (Replacing invalid bytes instead would train on text
+nobody wrote; a Latin-1 file shows up as many skipped rows, with the first line named.)
 """
 
 from __future__ import annotations
 
 import ast
 import csv
+import logging
 import math
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from covr.data.errors import AnnotationError
 
+log = logging.getLogger(__name__)
 REQUIRED_COLUMNS = ("pth1", "pth2", "edit")
 OPTIONAL_COLUMNS = ("txt1", "txt2", "scores")
 
@@ -70,6 +78,7 @@ class CovrAnnotations:
     reference_caption: np.ndarray | None  # int32 [N] codes into captions (txt1), None when absent
     target_caption: np.ndarray | None  # int32 [N] codes into captions (txt2)
     scores: StringColumn | None  # raw per-frame score strings [N], parsed on demand by parse_scores
+    bad_rows: dict[int, tuple[str, str]] = field(default_factory=dict)  # row -> (column, reason): rows to skip
 
     def __len__(self) -> int:
         return len(self.edit)
@@ -86,8 +95,9 @@ class CovrAnnotations:
         return "" if codes is None else self.captions[codes[row]]
 
 
-def parse_scores(text: object) -> np.ndarray | None:
-    """'[0.31, 0.29, ...]' -> float32 [F]; None when absent or malformed (callers fall back to uniform)."""
+def _score_values(text: object) -> list[float] | None:
+    """'[0.31, 0.29, ...]' -> [0.31, 0.29, ...]; None when absent or empty; ValueError when malformed
+    or when a value is not finite."""
     if not isinstance(text, str) or not text.strip():
         return None
     body = text.strip()
@@ -98,13 +108,60 @@ def parse_scores(text: object) -> np.ndarray | None:
         values = [float(v) for v in inner.split(",")] if inner else []
     except ValueError:
         try:  # Python-literal corner cases (nested tuples, ints, trailing commas)
-            values = ast.literal_eval(body)
-            values = [float(v) for v in values]
+            values = [float(v) for v in ast.literal_eval(body)]
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-            return None
-    if not values or not all(math.isfinite(v) for v in values):
+            raise ValueError(f"not a list of numbers: {body[:60]!r}") from None
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"non-finite value in {body[:60]!r}")
+    return values or None
+
+
+def parse_scores(text: object) -> np.ndarray | None:
+    """'[0.31, 0.29, ...]' -> float32 [F]; None when absent, empty or malformed (callers fall back to
+    uniform weights; the dataset has already skipped rows whose scores are malformed)."""
+    try:
+        values = _score_values(text)
+    except ValueError:
         return None
-    return np.asarray(values, dtype=np.float32)
+    return None if values is None else np.asarray(values, dtype=np.float32)
+
+
+def score_problem(text: object) -> str | None:
+    """"bad scores" when a scores entry is malformed or not finite; None when fine or absent."""
+    try:
+        _score_values(text)
+    except ValueError:
+        return "bad scores"
+    return None
+
+
+_EDIT_NOISE = " \t\r\n.!\"()*#:;~,?'-"  # what text cleaning removes or what carries no word
+
+
+_SCORE_BYTES = np.zeros(256, dtype=bool)
+_SCORE_BYTES[list(b"0123456789.,+-eE []")] = True
+
+
+def suspicious_scores(scores: StringColumn) -> np.ndarray:
+    """Rows whose scores text is not a plain bracketed list of digits (a letter as in nan / inf /
+    a word, a missing bracket, ...): the only rows worth parsing up front. One numpy pass over the
+    column (1.6M rows in well under a second, where parsing every list takes ~10 s per rank).
+    What passes yet does not parse ('1..2') is caught again, with a warning, when an item is made."""
+    buffer, offsets = scores.buffer, scores.offsets
+    odd_bytes = np.flatnonzero(~_SCORE_BYTES[buffer])
+    rows = np.searchsorted(offsets, odd_bytes, side="right") - 1
+    filled = np.flatnonzero(np.diff(offsets) > 0)
+    unbracketed = filled[(buffer[offsets[filled]] != ord("[")) | (buffer[offsets[filled + 1] - 1] != ord("]"))]
+    return np.union1d(rows, unbracketed).astype(np.int64)
+
+
+def _has_invalid_bytes(text: str) -> bool:
+    """True when `text` holds bytes that were not UTF-8 (read with errors="surrogateescape")."""
+    return not text.isascii() and any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
+def _repaired(text: str) -> str:
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def read_webvid_covr_csv(path: str | Path) -> CovrAnnotations:
@@ -112,7 +169,7 @@ def read_webvid_covr_csv(path: str | Path) -> CovrAnnotations:
     path = Path(path)
     if not path.is_file():
         raise AnnotationError(f"annotation file {path} does not exist")
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as handle:
         reader = csv.reader(handle)
         try:
             header = [name.strip() for name in next(reader)]
@@ -132,16 +189,26 @@ def read_webvid_covr_csv(path: str | Path) -> CovrAnnotations:
         captions: dict[str, int] = {}
         reference, target, txt1, txt2 = array("i"), array("i"), array("i"), array("i")
         edit, scores = StringColumn(), StringColumn()
-        for fields in reader:
+        bad_rows: dict[int, tuple[str, str]] = {}
+        used = [i for i in (i_ref, i_tgt, i_edit, i_txt1, i_txt2, i_scores) if i is not None]
+        for fields in _rows(reader, path):
             row = len(reference)  # data-row index, blank lines not counted (as pandas does)
             if len(fields) < width:
                 if not fields:  # blank line (e.g. trailing newline twice)
                     continue
                 raise AnnotationError(f"{path}: row {row} (line {reader.line_num}) has {len(fields)} fields, the header has {len(header)}")
+            invalid = [] if all(map(str.isascii, fields)) else [header[i] for i in used if _has_invalid_bytes(fields[i])]
+            if invalid:
+                if not any(reason == "invalid utf-8" for _, reason in bad_rows.values()):
+                    log.warning("%s: line %d (row %d) has bytes that are not UTF-8 in %s; such rows are skipped", path, reader.line_num, row, ", ".join(invalid))
+                bad_rows[row] = (invalid[0], "invalid utf-8")
+                fields = [_repaired(value) for value in fields]
             ref_id, tgt_id = fields[i_ref].strip(), fields[i_tgt].strip()
             if not ref_id or not tgt_id:
-                field = "pth1" if not ref_id else "pth2"
-                raise AnnotationError(f"{path}: row {row} (line {reader.line_num}) has an empty {field}")
+                field_name = "pth1" if not ref_id else "pth2"
+                raise AnnotationError(f"{path}: row {row} (line {reader.line_num}) has an empty {field_name}")
+            if row not in bad_rows and not fields[i_edit].strip(_EDIT_NOISE):
+                bad_rows[row] = ("edit", "empty edit")
             reference.append(codes.setdefault(ref_id, len(codes)))
             target.append(codes.setdefault(tgt_id, len(codes)))
             edit.append(fields[i_edit])
@@ -151,6 +218,13 @@ def read_webvid_covr_csv(path: str | Path) -> CovrAnnotations:
                 txt2.append(captions.setdefault(fields[i_txt2], len(captions)))
             if i_scores is not None:
                 scores.append(fields[i_scores])
+
+    scores_column = scores.freeze() if i_scores is not None else None
+    if scores_column is not None:
+        for row in suspicious_scores(scores_column):
+            if row not in bad_rows and score_problem(scores_column[row]):
+                bad_rows[row] = ("scores", "bad scores")
+        bad_rows = dict(sorted(bad_rows.items()))
 
     def as_codes(values: array, present: bool) -> np.ndarray | None:
         return np.frombuffer(values, dtype=np.int32).copy() if present else None
@@ -164,5 +238,14 @@ def read_webvid_covr_csv(path: str | Path) -> CovrAnnotations:
         captions=StringColumn(list(captions)) if captions or i_txt1 is not None or i_txt2 is not None else None,
         reference_caption=as_codes(txt1, i_txt1 is not None),
         target_caption=as_codes(txt2, i_txt2 is not None),
-        scores=scores.freeze() if i_scores is not None else None,
+        scores=scores_column,
+        bad_rows=bad_rows,
     )
+
+
+def _rows(reader, path: Path):
+    """The CSV reader's rows; a structural error (NUL byte, runaway quote) names the line."""
+    try:
+        yield from reader
+    except csv.Error as err:
+        raise AnnotationError(f"{path}: line {reader.line_num} is not valid CSV ({err})") from None

@@ -101,23 +101,25 @@ class EpochSampler(Sampler[int]):
       triplets for that epoch (one per target in ``unique_targets`` mode).
     * Under torch.distributed each rank takes every world-th index of the epoch's order; the order
       is cut (``drop_last``) or padded with its first indices to a multiple of the world size.
-    * ``skip(n)`` drops the first n indices of this rank's next iteration: a run resumed from a
-      mid-epoch checkpoint continues with exactly the samples it had not seen.
+    * ``skip(n, epoch)`` drops the first n indices of this rank's next iteration of ``epoch``: a run
+      resumed from a mid-epoch checkpoint continues with exactly the samples it had not seen. The
+      skip belongs to its epoch: a checkpoint saved on an epoch's last batch asks to skip that whole
+      epoch, and must not empty the next one, which the trainer may start directly.
     """
 
     def __init__(self, dataset, shuffle: bool = True, seed: int = 0, drop_last: bool = False,
                  num_replicas: int | None = None, rank: int | None = None) -> None:  # fmt: skip
         self.dataset, self.shuffle, self.seed, self.epoch = dataset, shuffle, seed, 0
         self.drop_last, self.num_replicas, self.rank = drop_last, num_replicas, rank
-        self._skip = 0
+        self._skip: tuple[int | None, int] = (None, 0)  # (epoch it applies to, None = the next one; count)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)
 
-    def skip(self, count: int) -> None:
-        self._skip = int(count)
+    def skip(self, count: int, epoch: int | None = None) -> None:
+        self._skip = (None if epoch is None else int(epoch), int(count))
 
     def _world(self) -> tuple[int, int]:
         if self.num_replicas is not None:
@@ -141,5 +143,5 @@ class EpochSampler(Sampler[int]):
         total = len(self) * world
         order = order[:total] if self.drop_last else (order + order[: total - len(order)])
         mine = order[rank::world]
-        skip, self._skip = self._skip, 0
-        return iter(mine[skip:])
+        (skip_epoch, skip), self._skip = self._skip, (None, 0)
+        return iter(mine[skip:] if skip_epoch in (None, self.epoch) else mine)

@@ -1,8 +1,9 @@
-"""On-disk store of per-frame target embeddings (e.g. 131k videos x 15 frames x [32, 256] fp16).
+"""On-disk store of per-frame target embeddings (e.g. 131k videos x 15 frames x [32, 256] fp16), or of
+target-caption text features (``kind="text"``: one [E] row per cleaned caption, keyed by the text).
 
 Layout of a store folder (format version 1)::
 
-    meta.json   {format_version, identity, frame_shape, dtype, max_frames, num_videos, num_shards, ids_file, ids_sha1}
+    meta.json   {format_version, identity, kind, frame_shape, dtype, max_frames, num_videos, num_shards, ids_file, ids_sha1}
     ids.txt     one video id per line; global row i = line i
     shard-00000-of-00002/embeddings.npy  [n_k, max_frames, *frame_shape]  (numpy memmap)
                          num_frames.npy  int32 [n_k]  frames written per video (<= max_frames)
@@ -30,6 +31,7 @@ from covr.data.errors import EmbeddingStoreError
 
 FORMAT_VERSION = 1
 DTYPES = ("float16", "float32")
+KINDS = ("video", "text")  # per-frame target embeddings, or caption text features (stores without the field: video)
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -54,8 +56,9 @@ class EmbeddingStore:
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
-    def open(cls, path: str | Path, expected_identity: str | None = None) -> EmbeddingStore:
-        """Open an existing store; refuse one written by a model other than ``expected_identity``."""
+    def open(cls, path: str | Path, expected_identity: str | None = None, kind: str | None = None) -> EmbeddingStore:
+        """Open an existing store; refuse one written by a model other than ``expected_identity``, or
+        holding another ``kind`` of embeddings than asked for."""
         path = Path(path)
         meta_path = path / "meta.json"
         if not meta_path.is_file():
@@ -68,6 +71,8 @@ class EmbeddingStore:
                 f"store {path} was written by model {meta['identity']!r}, this run uses model {expected_identity!r}; "
                 "re-extract the embeddings or pass the store's identity as expected_identity to use it anyway"
             )
+        if kind is not None and meta.get("kind", "video") != kind:
+            raise EmbeddingStoreError(f"store {path} holds {meta.get('kind', 'video')} embeddings, this run needs {kind} embeddings")
         ids = (path / meta["ids_file"]).read_text(encoding="utf-8").split("\n")[: meta["num_videos"]]
         if len(ids) != meta["num_videos"] or _ids_sha1(ids) != meta["ids_sha1"]:
             raise EmbeddingStoreError(f"store {path}: {meta['ids_file']} does not match meta.json (ids changed after writing?)")
@@ -83,11 +88,14 @@ class EmbeddingStore:
         max_frames: int,
         dtype: str = "float16",
         num_shards: int = 1,
+        kind: str = "video",
     ) -> EmbeddingStore:
         """Create a store, or reopen an existing one after checking that it matches (for resuming)."""
         path = Path(path)
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         if len(set(ids)) != len(ids):
             raise ValueError(f"store ids must be unique; {len(ids) - len(set(ids))} duplicates given")
         if any("\n" in video_id for video_id in ids):
@@ -95,6 +103,7 @@ class EmbeddingStore:
         meta = {
             "format_version": FORMAT_VERSION,
             "identity": identity,
+            "kind": kind,
             "frame_shape": [int(d) for d in frame_shape],
             "dtype": dtype,
             "max_frames": int(max_frames),
@@ -104,7 +113,7 @@ class EmbeddingStore:
             "ids_sha1": _ids_sha1(ids),
         }
         if (path / "meta.json").is_file():
-            store = cls.open(path, expected_identity=identity)
+            store = cls.open(path, expected_identity=identity, kind=kind)
             for key in ("frame_shape", "dtype", "max_frames", "num_shards", "num_videos", "ids_sha1"):
                 if store.meta[key] != meta[key]:
                     raise EmbeddingStoreError(
@@ -119,6 +128,7 @@ class EmbeddingStore:
 
     # ---- description ----------------------------------------------------------------------
     identity = property(lambda self: self.meta["identity"])
+    kind = property(lambda self: self.meta.get("kind", "video"))
     frame_shape = property(lambda self: tuple(self.meta["frame_shape"]))  # (E,) or (Q, E)
     max_frames = property(lambda self: self.meta["max_frames"])
     num_shards = property(lambda self: self.meta["num_shards"])

@@ -1,5 +1,5 @@
-"""Offline extraction of per-frame target embeddings into an ``EmbeddingStore`` (the core of
-tools/extract_embeddings.py).
+"""Offline extraction of per-frame target embeddings (and of target-caption text features) into an
+``EmbeddingStore`` (the core of tools/extract_embeddings.py).
 
 The encoder is anything with the retriever's target interface::
 
@@ -30,6 +30,7 @@ from covr.data.annotations import read_webvid_covr_csv
 from covr.data.collate import pad_frames
 from covr.data.embedding_store import EmbeddingStore
 from covr.data.errors import VideoDecodeError
+from covr.data.text import clean_text
 from covr.data.transforms import TestTransform, to_model_input
 from covr.data.video import IMAGE_SUFFIXES, load_frames
 
@@ -157,4 +158,41 @@ def extract_embeddings(
         failed_path = Path(store_path) / f"failed-shard-{shard_id}.txt"
         failed_path.write_text("".join(f"{video_id}\t{reason}\n" for video_id, reason in result.failed))
         log.warning("%d videos failed to decode (left pending for a rerun); list in %s", len(result.failed), failed_path)
+    return result
+
+
+def captions_from_csv(csv_path: str | Path, max_words: int = 30) -> list[str]:
+    """The unique target captions (txt2) of a WebVid-CoVR CSV, cleaned as the dataset cleans them
+    (the keys of a text store), in first-seen order; empty captions are left out."""
+    ann = read_webvid_covr_csv(csv_path)
+    texts = (clean_text(ann.caption(row, "target"), max_words) for row in range(len(ann)))
+    return [t for t in dict.fromkeys(texts) if t]
+
+
+@torch.inference_mode()
+def extract_caption_embeddings(
+    encoder: torch.nn.Module,
+    texts: list[str],
+    store_path: str | Path,
+    batch_size: int = 256,
+    dtype: str = "float16",
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> ExtractionResult:
+    """Write `encoder.encode_text` features [E] of every text into a text store (kind "text", keyed by
+    the text, stamped with the encoder's `text_identity`): CoVR-2's frozen target-caption features.
+    Resumes like the video stores (finished rows are kept)."""
+    encoder = encoder.eval().to(device)
+    dim = int(encoder.encode_text(["a"]).shape[-1])
+    store = EmbeddingStore.create(store_path, list(texts), str(encoder.text_identity), (dim,), 1, dtype, 1, kind="text")
+    writer = store.writer(0)
+    pending = writer.pending_rows()
+    result = ExtractionResult(store, already_done=len(texts) - len(pending))
+    from tqdm import tqdm
+
+    for start in tqdm(range(0, len(pending), batch_size), disable=not progress, unit="batch", desc="captions"):
+        rows = pending[start : start + batch_size]
+        features = encoder.encode_text([texts[i] for i in rows.tolist()])  # [B, E]
+        writer.write(rows, features.float().cpu().numpy()[:, None], np.ones(len(rows), dtype=np.int32))
+        result.written += len(rows)
     return result

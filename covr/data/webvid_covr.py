@@ -2,16 +2,19 @@
 
 Targets come either as decoded frames (``target_source="frames"``) or as precomputed per-frame
 embeddings from an ``EmbeddingStore`` (``target_source="store"``, the CoVR training setup).
-Rows whose videos are missing or empty are dropped up front and listed in
-``<report_dir>/skipped_<split>.csv``; rows failing later at decode time yield None, which
-``collate_covr`` drops. The test split refuses missing videos unless ``allow_missing=True``.
+
+Bad rows never end a run: rows whose videos are missing or empty, or whose text is unusable (see
+covr.data.annotations), are dropped up front; a row whose video fails to decode while training is
+*replaced* by another row of the same epoch (drawn from (seed, epoch, position), so the same in
+any worker, rank or resumed run), so every batch stays full and every DDP rank runs the same
+collectives. All of them are listed once in ``<report_dir>/skipped_<split>.csv``. The test split
+refuses bad rows unless ``allow_missing=True``, which drops them (collate_covr skips None items).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -19,18 +22,19 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from covr.data.annotations import parse_scores, read_webvid_covr_csv
+from covr.data.annotations import parse_scores, read_webvid_covr_csv, score_problem
 from covr.data.embedding_store import EmbeddingStore
-from covr.data.errors import MissingVideosError, VideoDecodeError
-from covr.data.skips import SkipReport, append_skip
+from covr.data.errors import CovrDataError, VideoDecodeError
+from covr.data.row_checks import check_rows
+from covr.data.skips import append_skip
 from covr.data.text import clean_text
 from covr.data.transforms import TestTransform, build_transform
-from covr.data.video import IMAGE_SUFFIXES, file_problem, load_frames, sample_indices
+from covr.data.video import IMAGE_SUFFIXES, load_frames, sample_indices
 from covr.models.similarity import score_weights
 
 log = logging.getLogger(__name__)
 
-REASONS = ("ok", "missing", "empty", "unreadable", "no embedding")  # index 0 = usable
+MAX_REPLACEMENTS = 16  # consecutive undecodable draws for one position before the data is declared broken
 
 
 class WebVidCoVRDataset(Dataset):
@@ -52,6 +56,8 @@ class WebVidCoVRDataset(Dataset):
         target_source: Literal["frames", "store"] = "frames",
         store: EmbeddingStore | str | Path | None = None,
         store_identity: str | None = None,
+        caption_store: EmbeddingStore | str | Path | None = None,
+        caption_store_identity: str | None = None,
         num_target_frames: int = 15,
         transform: Callable | None = None,
         image_size: int = 224,
@@ -71,6 +77,9 @@ class WebVidCoVRDataset(Dataset):
         always get the plain test transform at the same size.
         store / store_identity: the EmbeddingStore (or its folder) and the identity the run
         expects (the retriever's ``target_identity``); a store written by another model is refused.
+        caption_store / caption_store_identity: a text store of precomputed target-caption features
+        (keyed by the cleaned caption; checked against the retriever's ``text_identity``): items then
+        carry target_caption_embedding [E], CoVR-2's frozen caption term.
 
         frame_dtype: dtype of the frames items carry (float32 / float16 normalised, or uint8 pixels
         for ``to_model_input`` to normalise on the device); applies to the default transform and
@@ -95,7 +104,15 @@ class WebVidCoVRDataset(Dataset):
             if store is None:
                 raise ValueError("target_source='store' needs store= (an EmbeddingStore or its folder)")
             self.store = store if isinstance(store, EmbeddingStore) else EmbeddingStore.open(store, store_identity)
-        self.skipped = self._check_rows(check_files)
+        self.caption_store = caption_store
+        if caption_store is not None and not isinstance(caption_store, EmbeddingStore):
+            self.caption_store = EmbeddingStore.open(caption_store, caption_store_identity, kind="text")
+        self.replace_bad_samples = split != "test"  # test rows are never swapped: they are the benchmark
+        self._bad_videos: set[str] = set()  # known undecodable in this process: not decoded (or reported) again
+        self._reported_rows: set[int] = set()
+        self.rows, self.skipped = check_rows(
+            self.annotations, self.video_path, split, self.store, check_files, allow_missing, report_dir
+        )
         self._index_epochs()
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # seen by persistent workers too
 
@@ -105,47 +122,6 @@ class WebVidCoVRDataset(Dataset):
         suffix = os.path.splitext(video_id)[1].lower()
         known = suffix in IMAGE_SUFFIXES or suffix == self.video_suffix
         return os.path.join(self._root, video_id if known else video_id + self.video_suffix)  # str: hot path
-
-    def _file_problems(self, codes: np.ndarray) -> np.ndarray:
-        """int8 [V] reason index per video code (0 = fine); only ``codes`` are checked."""
-        problems = np.zeros(len(self.annotations.video_ids), dtype=np.int8)
-        ids = self.annotations.video_ids
-        with ThreadPoolExecutor(16) as pool:  # stat() latency dominates on network file systems
-            found = pool.map(lambda c: file_problem(self.video_path(ids[c])), codes.tolist(), chunksize=256)
-            for code, problem in zip(codes.tolist(), found):
-                problems[code] = REASONS.index(problem) if problem else 0
-        return problems
-
-    def _check_rows(self, check_files: bool) -> SkipReport:
-        ann = self.annotations
-        report = SkipReport(self.split, len(ann))
-        ref_problem = np.zeros(len(ann.video_ids), dtype=np.int8)
-        tgt_problem = np.zeros(len(ann.video_ids), dtype=np.int8)
-        if check_files:
-            ref_problem = self._file_problems(np.unique(ann.reference))
-            if self.store is None:
-                tgt_problem = self._file_problems(np.unique(ann.target))
-        if self.store is not None:
-            stored = np.array([video_id in self.store for video_id in ann.video_ids], dtype=bool)
-            tgt_problem = np.where(stored, tgt_problem, REASONS.index("no embedding")).astype(np.int8)
-        row_ref, row_tgt = ref_problem[ann.reference], tgt_problem[ann.target]
-        bad = np.flatnonzero((row_ref > 0) | (row_tgt > 0))
-        for row in bad.tolist():
-            if row_ref[row]:
-                report.add(row, ann.reference_id(row), "pth1", REASONS[row_ref[row]])
-            else:
-                report.add(row, ann.target_id(row), "pth2", REASONS[row_tgt[row]])
-        if report.entries and self.split == "test" and not self.allow_missing:
-            ids = list(dict.fromkeys(video_id for _, video_id, _, _ in report.entries))
-            raise MissingVideosError(
-                f"{ann.path}: {len(report):,} of {len(ann):,} test rows lack their video or embedding "
-                f"({len(ids):,} ids, e.g. {', '.join(ids[:5])}; {dict(report.counts())}); "
-                "the gallery would be incomplete: restore them or pass allow_missing=True to evaluate on the rest"
-            )
-        self.rows = np.setdiff1d(np.arange(len(ann), dtype=np.int64), bad)  # kept CSV rows, sorted
-        path = report.write(self.report_dir)
-        (log.warning if report.entries else log.info)(report.summary(path))
-        return report
 
     # ---- epochs ------------------------------------------------------------------------------
     def _index_epochs(self) -> None:
@@ -187,14 +163,12 @@ class WebVidCoVRDataset(Dataset):
         ``apply_many``, when it has one). Keeping the decoder and the transforms hot in the CPU
         caches, with fewer and larger torch calls, makes a toy sample ~20% cheaper; the items
         are the same as one at a time."""
-        random_reference, epoch = self.reference_sampling == "random", self.epoch
+        epoch = self.epoch
         jobs = []  # (position in the batch, row, generator, decoded frames)
         for position, index in enumerate(indices):
-            row = self.row_of(index, epoch)
-            rng = np.random.default_rng([self.seed, epoch, row, 2])  # same draws in any worker, any batch
-            frames = self._decode(row, rng if random_reference else None)
-            if frames is not None:
-                jobs.append((position, row, rng, frames))
+            fetched = self._fetch(index, epoch)
+            if fetched is not None:
+                jobs.append((position, *fetched))
         clips, generators = [job[3][0] for job in jobs], [job[2] for job in jobs]
         many = getattr(self.transform, "apply_many", None)
         references = many(clips, generators) if many else [self.transform(c, generator=g) for c, g in zip(clips, generators)]
@@ -203,10 +177,30 @@ class WebVidCoVRDataset(Dataset):
             items[position] = self._item(row, rng, reference, frames[1])
         return items
 
+    def _fetch(self, index: int, epoch: int) -> tuple[int, np.random.Generator, tuple] | None:
+        """(row, generator, decoded frames) for position `index`: its own row, or, when that row's
+        videos do not decode, a replacement row of this epoch (train / val). None: dropped (test)."""
+        row = self.row_of(index, epoch)
+        for attempt in range(MAX_REPLACEMENTS + 1):
+            rng = np.random.default_rng([self.seed, epoch, row, 2])  # same draws in any worker, any batch
+            frames = self._decode(row, rng if self.reference_sampling == "random" else None)
+            if frames is not None:
+                return row, rng, frames
+            if not self.replace_bad_samples:
+                return None
+            replacement = np.random.default_rng([self.seed, epoch, index, 3, attempt]).integers(len(self))
+            row = self.row_of(int(replacement), epoch)  # drawn from (seed, epoch, position, attempt) alone
+        raise CovrDataError(
+            f"{self.annotations.path}: {MAX_REPLACEMENTS + 1} rows drawn in a row for {self.split} position {index} (epoch {epoch}) "
+            f"had undecodable videos; the videos under {self._root} look broken (see skipped_{self.split}.csv)"
+        )
+
     def _decode(self, row: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None] | None:
         """(reference frames, target frames or None in store mode), uint8 [F, H, W, 3]; None = row skipped."""
         ann = self.annotations
         reference_id = ann.reference_id(row)
+        if reference_id in self._bad_videos or (self.store is None and ann.target_id(row) in self._bad_videos):
+            return self._skip(row, *self._known_bad(row), None)
         try:
             reference = load_frames(self.video_path(reference_id), self.num_reference_frames, self.reference_sampling, rng)
         except VideoDecodeError as error:
@@ -232,7 +226,9 @@ class WebVidCoVRDataset(Dataset):
             "target_id": target_id,
             "index": row,
         }
-        scores = parse_scores(ann.scores[row]) if ann.scores is not None else None
+        scores = self._scores(row)
+        if self.caption_store is not None:  # CoVR-2's frozen feature of the target caption [E] (prepare_caption_store checked them all)
+            item["target_caption_embedding"] = torch.from_numpy(self.caption_store.get(item["target_caption"])[0][0])
         if target is not None:
             item["target_frames"] = self.target_transform(target)  # [Ft, 3, H, W]
             item["target_weights"] = _frame_weights(scores, len(target), np.arange(len(target)))
@@ -248,11 +244,36 @@ class WebVidCoVRDataset(Dataset):
         item["target_weights"] = _frame_weights(scores, n, chosen)
         return item
 
-    def _skip(self, row: int, video_id: str, field: str, error: VideoDecodeError) -> None:
+
+
+    def _scores(self, row: int) -> np.ndarray | None:
+        """The row's frame scores; None (uniform weights) when absent, or, with a warning, when a
+        list that passed the up-front check does not parse ('1..2', an overflowing 1e999)."""
+        if self.annotations.scores is None:
+            return None
+        text = self.annotations.scores[row]
+        scores = parse_scores(text)
+        if scores is None and score_problem(text) and row not in self._reported_rows:
+            self._reported_rows.add(row)
+            log.warning("%s row %d: scores %r do not parse: uniform frame weights", self.annotations.path, row, text[:60])
+        return scores
+
+    def _known_bad(self, row: int) -> tuple[str, str]:
+        reference_id = self.annotations.reference_id(row)
+        return (reference_id, "pth1") if reference_id in self._bad_videos else (self.annotations.target_id(row), "pth2")
+
+    def _skip(self, row: int, video_id: str, field: str, error: VideoDecodeError | None) -> None:
+        """Record a row whose video does not decode (once per row per run); None = skip the row."""
         if self.split == "test" and not self.allow_missing:
-            raise VideoDecodeError(error.path, f"{error.reason} (test row {row}, {field}={video_id}; allow_missing=True drops it)")
-        log.warning("skipping %s row %d (%s=%s): %s", self.split, row, field, video_id, error)
-        append_skip(self.report_dir, self.split, row, video_id, field, "unreadable")
+            reason = error.reason if error is not None else "undecodable"
+            raise VideoDecodeError(self.video_path(video_id), f"{reason} (test row {row}, {field}={video_id}; allow_missing=True drops it)")
+        if error is not None:  # first time this process meets the video: one warning per video
+            self._bad_videos.add(video_id)
+            action = "replaced by another row of the epoch" if self.replace_bad_samples else "dropped"
+            log.warning("%s row %d (%s=%s) %s: %s", self.split, row, field, video_id, action, error)
+        if row not in self._reported_rows:  # the report file dedupes across processes; this saves its lock
+            self._reported_rows.add(row)
+            append_skip(self.report_dir, self.split, row, video_id, field)
         return None
 
 

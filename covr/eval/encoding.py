@@ -1,31 +1,30 @@
-"""Encode galleries (with an on-disk cache) and queries through the retriever interface.
+"""Encode galleries (or read them from an embedding store) and queries through the retriever
+interface; the on-disk gallery cache is covr.eval.gallery_cache.
 
 The retriever is any module with `encode_query(frames, edit_text, caption=None, frame_mask=None)`
-and `encode_target(frames, frame_weights=None, frame_mask=None)` returning per-token normalised
-[B, Q, E], plus `image_size` and `identity` (a stable hash of architecture + weights).
+-> per-token normalised [B, Q, E], `encode_target_frames(frames, frame_mask=None)` -> [B, F, Q, E],
+`image_size`, and `identity` / `target_identity` (stable hashes of the weights).
+
+A gallery is kept at the least detailed level its protocol needs (covr.eval.protocols.gallery_level):
+"frames" [G, F, Q, E] with a frame mask, "tokens" [G, Q, E] or "mean" [G, E], the last two pooled
+uniformly over the real frames (and re-normalised per token when the protocol says so).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from covr.data.errors import MissingVideosError
+from covr.data.embedding_store import EmbeddingStore
 from covr.eval.datasets.base import Query
 from covr.eval.frames import iterate_frames
-from covr.models.similarity import SimilarityMode, pool_tokens
-
-CACHE_FORMAT = 1
-log = logging.getLogger(__name__)
+from covr.models.similarity import pool_frames, pool_tokens
 
 
 @dataclass
@@ -44,23 +43,21 @@ class GalleryEmbeddings:
     """Embeddings of the readable gallery items (gallery order) and the unreadable ones skipped."""
 
     ids: list[str]
-    embeddings: Tensor  # [N, E] (mode "mean") or [N, Q, E] (mode "max")
+    embeddings: Tensor  # level "frames": [G, F, Q, E]; "tokens": [G, Q, E]; "mean": [G, E]
+    frame_mask: Tensor | None = None  # [G, F] bool, level "frames" only
+    level: str = "mean"
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (id, reason)
-    cache: str = "off"  # "off", "hit" or "miss"
+    cache: str = "off"  # "off", "hit", "miss" or "store"
 
 
-def _stored(tokens: Tensor, mode: SimilarityMode, dtype: torch.dtype) -> Tensor:
-    """[B, Q, E] -> what the gallery keeps: pooled [B, E] for "mean", tokens for "max"."""
-    return (pool_tokens(tokens) if mode == "mean" else tokens).to(device="cpu", dtype=dtype)
-
-
-def gallery_cache_key(fields: Mapping[str, Any], ids: Sequence[str], paths: Sequence[Path]) -> str:
-    """Hash of the cache-key fields and of the gallery listing (so an edited listing re-encodes)."""
-    digest = hashlib.sha256()
-    digest.update(json.dumps({**fields, "format": CACHE_FORMAT}, sort_keys=True, default=str).encode())
-    for image_id, path in zip(ids, paths):
-        digest.update(f"{image_id}\t{path}\n".encode())
-    return digest.hexdigest()
+def reduce_frames(frames: Tensor, mask: Tensor, level: str, renormalise: bool) -> Tensor:
+    """[B, F, Q, E] per-frame tokens -> the stored form of `level` (uniform frame pooling)."""
+    if level == "frames":
+        return frames
+    tokens = pool_frames(frames, None, mask)  # [B, Q, E] (or [B, E] from a token-mean store)
+    if renormalise:
+        tokens = F.normalize(tokens, dim=-1)
+    return tokens if level == "tokens" else pool_tokens(tokens)
 
 
 def encode_gallery(
@@ -68,13 +65,15 @@ def encode_gallery(
     ids: Sequence[str],
     paths: Sequence[Path],
     frames: FrameOptions,
-    mode: SimilarityMode,
+    level: str,
+    renormalise: bool,
     device: torch.device,
     dtype: torch.dtype = torch.float32,
     description: str = "gallery",
 ) -> GalleryEmbeddings:
-    """Encode every readable gallery file; unreadable or missing ones are skipped and listed."""
+    """Encode every readable gallery file; files that fail to decode are skipped and listed."""
     store: Tensor | None = None
+    mask_store = torch.zeros(len(ids), frames.num_frames, dtype=torch.bool)
     kept: list[int] = []
     skipped: list[tuple[str, str]] = []
     batches = iterate_frames(
@@ -84,101 +83,60 @@ def encode_gallery(
         skipped += [(ids[i], reason) for i, reason in batch.failures]
         if batch.frames is None:
             continue
-        out = retriever.encode_target(batch.frames.to(device), frame_mask=batch.frame_mask.to(device))  # [B, Q, E]
-        out = _stored(out, mode, dtype)
+        mask = batch.frame_mask.to(device)
+        out = retriever.encode_target_frames(batch.frames.to(device), frame_mask=mask)  # [B, F, Q, E]
+        out = reduce_frames(out, mask, level, renormalise).to(device="cpu", dtype=dtype)
         if store is None:  # filled in place: no list of batches, no concatenation copy
-            store = out.new_empty(len(ids), *out.shape[1:])
-        store[len(kept) : len(kept) + out.shape[0]] = out
+            shape = (len(ids), frames.num_frames, *out.shape[2:]) if level == "frames" else (len(ids), *out.shape[1:])
+            store = out.new_zeros(shape)
+        rows = slice(len(kept), len(kept) + out.shape[0])
+        if level == "frames":
+            store[rows, : out.shape[1]] = out
+            mask_store[rows, : out.shape[1]] = batch.frame_mask
+        else:
+            store[rows] = out
         kept += batch.indices.tolist()
     if store is None:
-        reason = skipped[0][1] if skipped else "empty gallery"
-        raise MissingVideosError(f"no gallery item could be read ({len(skipped)} tried), e.g. {reason}")
-    embeddings = store if len(kept) == len(ids) else store[: len(kept)].clone()
-    return GalleryEmbeddings([ids[i] for i in kept], embeddings, skipped)
+        store = torch.zeros(0)
+    complete = len(kept) == len(ids)
+    embeddings = store if complete else store[: len(kept)].clone()
+    frame_mask = (mask_store if complete else mask_store[: len(kept)].clone()) if level == "frames" else None
+    return GalleryEmbeddings([ids[i] for i in kept], embeddings, frame_mask, level, skipped)
 
 
-def cached_gallery(
-    retriever: nn.Module,
-    ids: Sequence[str],
-    paths: Sequence[Path],
-    frames: FrameOptions,
-    mode: SimilarityMode,
-    device: torch.device,
-    dtype: torch.dtype,
-    cache_dir: Path | None,
-    key_fields: Mapping[str, Any],
-    description: str = "gallery",
+def gallery_from_store(
+    store: EmbeddingStore, ids: Sequence[str], level: str, renormalise: bool, dtype: torch.dtype = torch.float32
 ) -> GalleryEmbeddings:
-    """`encode_gallery`, reusing `cache_dir/<key>.pt` when the same key was encoded before."""
-    if cache_dir is None:
-        return encode_gallery(retriever, ids, paths, frames, mode, device, dtype, description)
-    key = gallery_cache_key(key_fields, ids, paths)
-    path = Path(cache_dir) / f"{description.replace('/', '-')}-{key[:20]}.pt"
-    if path.is_file():
-        try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # a truncated or foreign file is re-encoded, not trusted
-            log.warning("ignoring unreadable gallery cache %s (%s)", path, error)
-            saved = {}
-        if saved.get("key") == key:
-            skipped = [tuple(s) for s in saved["skipped"]]
-            return GalleryEmbeddings(saved["ids"], saved["embeddings"], skipped, cache="hit")
-    result = encode_gallery(retriever, ids, paths, frames, mode, device, dtype, description)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".tmp{os.getpid()}")
-    record = {"key": key, "fields": dict(key_fields), "ids": result.ids, "embeddings": result.embeddings}
-    torch.save({**record, "skipped": [list(s) for s in result.skipped]}, partial)
-    os.replace(partial, path)  # atomic: a crashed run never leaves a half-written cache
-    result.cache = "miss"
-    return result
-
-
-def check_references(queries: Sequence[Query], drop: bool) -> tuple[list[Query], list[tuple[str, str]]]:
-    """Queries whose reference file exists, and (query id, reason) of the others.
-
-    Without `drop`, any missing reference raises MissingVideosError naming the query and file.
-    """
-    missing = [(q, f"{q.reference_path}: file not found") for q in queries if not Path(q.reference_path).is_file()]
-    return _drop_or_fail(queries, missing, drop)
-
-
-def _drop_or_fail(
-    queries: Sequence[Query], failed: list[tuple[Query, str]], drop: bool
-) -> tuple[list[Query], list[tuple[str, str]]]:
-    """Raise for the first failed query unless `drop`; else (the other queries, (id, reason) of failed)."""
-    if failed and not drop:
-        q, reason = failed[0]
-        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
-        raise MissingVideosError(
-            f"query {q.id}: reference {q.reference!r} unreadable: {reason}{more}; "
-            "set drop_missing_references to evaluate without such queries"
-        )
-    bad = {id(q) for q, _ in failed}
-    return [q for q in queries if id(q) not in bad], [(q.id, reason) for q, reason in failed]
+    """A gallery read from precomputed per-frame embeddings (e.g. CoVR's released ones, imported);
+    ids without embeddings are skipped with that reason."""
+    present = [i for i in ids if i in store]
+    skipped = [(i, f"no embedding in store {store.path}") for i in ids if i not in store]
+    f = store.max_frames
+    embeddings = torch.zeros(len(present), f, *store.frame_shape, dtype=dtype)
+    mask = torch.zeros(len(present), f, dtype=torch.bool)
+    for row, video_id in enumerate(present):
+        values, n = store.get(video_id)  # [n, (Q,) E]
+        embeddings[row, :n] = torch.from_numpy(np.asarray(values, dtype=np.float32)).to(dtype)
+        mask[row, :n] = True
+    if level != "frames":
+        embeddings = reduce_frames(embeddings.float(), mask, level, renormalise).to(dtype)
+    return GalleryEmbeddings(present, embeddings, mask if level == "frames" else None, level, skipped, cache="store")
 
 
 def encode_queries(
-    retriever: nn.Module,
-    queries: Sequence[Query],
-    captions: Sequence[str] | None,
-    frames: FrameOptions,
-    device: torch.device,
-    drop: bool,
+    retriever: nn.Module, queries: Sequence[Query], captions: Sequence[str] | None, frames: FrameOptions, device: torch.device
 ) -> tuple[list[Query], Tensor, list[tuple[str, str]]]:
-    """Encode queries -> (kept queries, pooled embeddings [Bq, E] on `device`, dropped (id, reason)).
-
-    An unreadable reference raises MissingVideosError unless `drop`.
-    """
+    """Encode queries -> (encoded queries, tokens [Bq, Q, E] fp32 on `device`, (id, reason) of the
+    queries whose reference failed to decode)."""
     paths = [q.reference_path for q in queries]
     chunks: list[Tensor] = []
     kept: list[int] = []
-    failed: list[tuple[Query, str]] = []
+    failed: list[tuple[str, str]] = []
     batches = iterate_frames(
         paths, frames.image_size, frames.num_frames, frames.strategy, frames.batch_size, frames.num_workers, "queries"
     )
     for batch in batches:
-        failed += [(queries[i], reason) for i, reason in batch.failures]
-        _drop_or_fail(queries, failed, drop)  # without `drop`, fail at the first unreadable reference
+        failed += [(queries[i].id, f"reference {queries[i].reference}: {reason}") for i, reason in batch.failures]
         if batch.frames is None:
             continue
         rows = batch.indices.tolist()
@@ -188,8 +146,7 @@ def encode_queries(
             caption=[captions[i] for i in rows] if captions is not None else None,
             frame_mask=batch.frame_mask.to(device),
         )  # [B, Q, E]
-        chunks.append(pool_tokens(out).float())
+        chunks.append(out.float() if out.dim() == 3 else out.float()[:, None])
         kept += rows
-    if not chunks:
-        raise MissingVideosError("no query reference could be read")
-    return [queries[i] for i in kept], torch.cat(chunks), [(q.id, reason) for q, reason in failed]
+    tokens = torch.cat(chunks) if chunks else torch.zeros(0, 1, 1, device=device)
+    return [queries[i] for i in kept], tokens, failed

@@ -20,12 +20,12 @@ from tqdm.auto import tqdm
 from covr.data.collate import pad_frames
 from covr.data.transforms import TestTransform
 from covr.data.errors import CovrDataError
-from covr.data.video import load_frames
+from covr.eval.media import Media, load_media
 
 
-def _load_frames(path: Path, num_frames: int, strategy: str) -> np.ndarray | Tensor:
-    """uint8 frames [F, H, W, 3] (an image is one frame); raises on any unreadable file."""
-    return load_frames(path, num_frames, strategy)
+def _load_frames(item: Media, num_frames: int, strategy: str) -> np.ndarray | Tensor:
+    """uint8 frames [F, H, W, 3] (an image is one frame; a clip is its span); raises on any unreadable item."""
+    return load_media(item, num_frames, strategy)
 
 
 # what FrameDataset does to a frame (part of gallery cache keys: a change here invalidates old caches)
@@ -60,7 +60,7 @@ class FrameDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[int, Tensor | None, str | None]:
-        path = Path(self.paths[index])
+        path = self.paths[index]
         try:
             frames = self.transform(_load_frames(path, self.num_frames, self.strategy))
             if frames.dim() != 4 or frames.shape[0] == 0:

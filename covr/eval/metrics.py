@@ -34,14 +34,32 @@ def recall_at_k(ranked: Sequence[Sequence[Id]], targets: Sequence[Id], k: int) -
     return _percent(hits, len(targets))
 
 
-def average_precision_at_k(ranked: Sequence[Id], ground_truths: Collection[Id], k: int) -> float:
+def recall_any_at_k(ranked: Sequence[Sequence[Id]], correct: Sequence[Collection[Id]], k: int) -> float:
+    """Percentage of queries with at least one of their correct ids among their first k (EgoCVR)."""
+    _check_lengths("recall_any_at_k", ranked, correct)
+    _check_k(k)
+    hits = sum(bool(set(r[:k]) & set(c)) for r, c in zip(ranked, correct))
+    return _percent(hits, len(correct))
+
+
+def count_at_k(ranked: Sequence[Sequence[Id]], targets: Sequence[Id], k: int) -> float:
+    """TF-CoVR's R@K: the mean number of times the target appears among the first k, in percent
+    (a list that repeats gallery items can show the target more than once: not capped at 100)."""
+    _check_lengths("count_at_k", ranked, targets)
+    _check_k(k)
+    return _percent(sum(list(r[:k]).count(t) for r, t in zip(ranked, targets)), len(targets))
+
+
+def average_precision_at_k(ranked: Sequence[Id], ground_truths: Collection[Id], k: int, repeats: bool = False) -> float:
     """CIRCO AP@K of one query (a fraction): sum_{i<=K} rel_i * P@i / min(|G|, K).
 
-    A ranked list with duplicate ids is an error (it would count one ground truth twice).
+    A ranked list with duplicate ids is an error (it would count one ground truth twice), unless
+    `repeats` (TF-CoVR's code on its repeating gallery): then every entry showing a ground truth
+    counts, and |G| is the length of the list as given.
     """
     _check_k(k)
     top = list(ranked[:k])
-    if len(set(top)) != len(top):
+    if not repeats and len(set(top)) != len(top):
         dup = next(x for i, x in enumerate(top) if x in top[:i])
         raise ValueError(f"ranked list has duplicate id {dup!r} in its first {k} entries")
     gts = set(ground_truths)
@@ -52,13 +70,13 @@ def average_precision_at_k(ranked: Sequence[Id], ground_truths: Collection[Id], 
         if item in gts:
             found += 1
             total += found / i
-    return total / min(len(gts), k)
+    return total / min(len(ground_truths) if repeats else len(gts), k)
 
 
-def map_at_k(ranked: Sequence[Sequence[Id]], ground_truths: Sequence[Collection[Id]], k: int) -> float:
+def map_at_k(ranked: Sequence[Sequence[Id]], ground_truths: Sequence[Collection[Id]], k: int, repeats: bool = False) -> float:
     """CIRCO mAP@K in percent: mean over queries of `average_precision_at_k`."""
     _check_lengths("map_at_k", ranked, ground_truths)
-    total = sum(average_precision_at_k(r, g, k) for r, g in zip(ranked, ground_truths))
+    total = sum(average_precision_at_k(r, g, k, repeats) for r, g in zip(ranked, ground_truths))
     return _percent(total, len(ranked))
 
 

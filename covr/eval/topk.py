@@ -6,8 +6,9 @@ loop), and a running top-K per query is merged after every block. At most one bl
 `query_chunk x gallery_chunk` scores (x Q tokens in "max" mode) exists at a time.
 
 Ordering is deterministic: score descending, then lower gallery index first. Excluded entries
-(a query's own reference) never appear; when fewer than K entries remain, the tail of a row is
-padded with index -1 and score -inf.
+(a query's own reference) never appear by default (`mask_value=-inf`); a finite `mask_value`
+keeps them ranked with that score instead (CoVR-2's -10 / -100), i.e. after every real score.
+When fewer than K entries remain, the tail of a row is padded with index -1 and score -inf.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from covr.models.similarity import SimilarityMode, pool_tokens, similarity
+from covr.models.similarity import POOLED_QUERY_MODES, SimilarityMode, check_mode, pool_tokens, similarity
 
 DEFAULT_BLOCK_ELEMENTS = 1 << 25  # 32M scores (128 MB fp32) per block
 
@@ -47,6 +48,16 @@ def _block_topk(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return values, indices
 
 
+def _mask(scores: Tensor, rows: Tensor, cols: Tensor, mask_value: float, mask_mode: str) -> None:
+    """Mask scores[rows, cols] in place: set to mask_value, or ("subtract") shift by it (once per entry)."""
+    if mask_mode == "subtract":
+        scores[rows, cols] += mask_value
+    elif mask_mode == "set":
+        scores[rows, cols] = mask_value
+    else:
+        raise ValueError(f"unknown mask mode {mask_mode!r}; expected 'set' or 'subtract'")
+
+
 def _exclusion_pairs(exclude: Sequence[Sequence[int]] | None, num_queries: int) -> tuple[Tensor, Tensor]:
     """Flatten per-query excluded gallery indices into (rows, cols) long tensors."""
     if exclude is None:
@@ -67,21 +78,26 @@ def topk_similarity(
     query_chunk: int = 1024,
     gallery_chunk: int | None = None,
     max_block_elements: int = DEFAULT_BLOCK_ELEMENTS,
+    mask_value: float = float("-inf"),
+    mask_mode: str = "set",
 ) -> tuple[Tensor, Tensor]:
     """Exact top-k gallery entries per query.
 
-    query:   [Bq, E] or [Bq, Q, E] (pooled before scoring), on the device to compute on
-    gallery: [N, E] or [N, Q, E] (token form needed for mode "max"), any device / float dtype
-    exclude: per query, gallery indices that must not be returned
+    query:   [Bq, E] or [Bq, Q, E] (token-mean pooled unless the mode scores tokens), on the device to compute on
+    gallery: [N, E] or [N, K, E] (token form needed for the max modes), any device / float dtype
+    exclude: per query, gallery indices scored `mask_value` (-inf: never returned), or their score +
+             `mask_value` with mask_mode "subtract" (TF-CoVR's code: masked entries keep their order)
     gallery_chunk: rows per gallery chunk (default: fill `max_block_elements` per block)
     returns  scores [Bq, min(k, N)] fp32 and indices [Bq, min(k, N)] long, best first
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    query = pool_tokens(query).float()  # [Bq, E]
+    check_mode(mode)
+    query = (pool_tokens(query) if mode in POOLED_QUERY_MODES else query).float()  # [Bq, E] or [Bq, Q, E]
     device, num_queries, num_gallery = query.device, query.shape[0], gallery.shape[0]
     k = min(k, num_gallery)
-    tokens = gallery.shape[1] if mode == "max" and gallery.dim() == 3 else 1
+    tokens = gallery.shape[1] if mode != "mean" and gallery.dim() == 3 else 1
+    tokens *= query.shape[1] if query.dim() == 3 else 1  # scores per (query, item) pair inside a block
     query_chunk = max(1, min(query_chunk, num_queries))
     if gallery_chunk is None:
         gallery_chunk = max(k, max_block_elements // (query_chunk * tokens))
@@ -100,7 +116,7 @@ def topk_similarity(
             scores = similarity(query[q0:q1], chunk, mode)  # [bq, bg]
             hit = (chunk_rows >= q0) & (chunk_rows < q1)
             if hit.any():
-                scores[(chunk_rows[hit] - q0).to(device), chunk_cols[hit].to(device)] = float("-inf")
+                _mask(scores, (chunk_rows[hit] - q0).to(device), chunk_cols[hit].to(device), mask_value, mask_mode)
             values, indices = _block_topk(scores, min(k, g1 - g0))
             del scores  # free this block before the next one is computed
             if g0 > 0:  # merge; earlier chunks hold lower indices, so a stable sort keeps (score desc, index asc)
@@ -121,11 +137,13 @@ def topk_faiss(
     exclude: Sequence[Sequence[int]] | None = None,
     index_factory: str = "Flat",
     nprobe: int = 16,
+    mask_value: float = float("-inf"),
 ) -> tuple[Tensor, Tensor]:
     """Top-k by inner product with faiss (`pip install covr[faiss]`); mean-pooled similarity only.
 
     index_factory "Flat" is exact (IndexFlatIP); e.g. "IVF4096,Flat" or "HNSW32" are approximate.
-    Ties are ordered as faiss returns them. Same output convention as `topk_similarity`.
+    Ties are ordered as faiss returns them. Same output convention as `topk_similarity` (a finite
+    `mask_value` appends excluded entries, lower index first, when fewer than k others remain).
     """
     try:
         import faiss
@@ -147,6 +165,8 @@ def topk_faiss(
     for row in range(q.shape[0]):
         banned = set(exclude[row]) if exclude is not None else set()
         kept = [(s, i) for s, i in zip(scores[row].tolist(), ids[row].tolist()) if i >= 0 and i not in banned][:k]
+        if mask_value != float("-inf"):
+            kept += [(mask_value, i) for i in sorted(banned)][: k - len(kept)]
         if kept:
             values[row, : len(kept)] = torch.tensor([s for s, _ in kept])
             indices[row, : len(kept)] = torch.tensor([i for _, i in kept])
@@ -158,11 +178,11 @@ def rank_candidates(
 ) -> list[list[int]]:
     """Rank each query's own small candidate set (CIRR img_set): gallery indices, best first.
 
-    query [Bq, E] or [Bq, Q, E]; gallery [N, E] or [N, Q, E]; ties go to the lower gallery index.
+    query [Bq, E] or [Bq, Q, E]; gallery [N, E] or [N, K, E]; ties go to the lower gallery index.
     """
     if len(candidates) != query.shape[0]:
         raise ValueError(f"{len(candidates)} candidate lists for {query.shape[0]} queries")
-    query = pool_tokens(query).float()
+    query = (pool_tokens(query) if mode in POOLED_QUERY_MODES else query).float()
     ranked: list[list[int]] = []
     for row, members in enumerate(candidates):
         if not members:
@@ -174,3 +194,63 @@ def rank_candidates(
         order = scores.sort(descending=True, stable=True).indices
         ranked.append(index[order].tolist())
     return ranked
+
+
+def topk_within(
+    query: Tensor,
+    gallery: Tensor,
+    candidates: Sequence[Sequence[int]],
+    k: int,
+    mode: SimilarityMode = "mean",
+    exclude: Sequence[Sequence[int]] | None = None,
+    mask_value: float = float("-inf"),
+    mask_mode: str = "set",
+    max_block_elements: int = DEFAULT_BLOCK_ELEMENTS,
+) -> tuple[Tensor, Tensor]:
+    """Exact top-k per query among its own candidate gallery indices (EgoCVR's per-query galleries).
+
+    Queries are scored in groups against the union of their candidates (at most `max_block_elements`
+    scores per group); entries outside a query's candidates never appear; `exclude` / `mask_value`
+    / `mask_mode` act as in `topk_similarity` on the candidates. Same ordering and output convention:
+    scores and indices [Bq, min(k, largest candidate count)], padded with -inf / -1.
+    """
+    if len(candidates) != query.shape[0]:
+        raise ValueError(f"{len(candidates)} candidate lists for {query.shape[0]} queries")
+    check_mode(mode)
+    query = (pool_tokens(query) if mode in POOLED_QUERY_MODES else query).float()
+    tokens = (gallery.shape[1] if mode != "mean" and gallery.dim() == 3 else 1) * (query.shape[1] if query.dim() == 3 else 1)
+    width = max(1, min(k, max((len(set(c)) for c in candidates), default=1)))
+    values = torch.full((query.shape[0], width), float("-inf"), device=query.device)
+    indices = torch.full((query.shape[0], width), -1, dtype=torch.long, device=query.device)
+    groups: list[list[int]] = [[]]
+    union: set[int] = set()
+    for row, members in enumerate(candidates):
+        grown = union | set(members)
+        if groups[-1] and (len(groups[-1]) + 1) * len(grown) * tokens > max_block_elements:
+            groups.append([])
+            grown = set(members)
+        groups[-1].append(row)
+        union = grown
+    for rows in groups:
+        columns = sorted({c for r in rows for c in candidates[r]})
+        if not columns:
+            continue
+        position = {c: j for j, c in enumerate(columns)}
+        chunk = gallery[torch.tensor(columns, dtype=torch.long)].to(device=query.device, dtype=torch.float32)
+        scores = similarity(query[rows], pool_tokens(chunk) if mode == "mean" else chunk, mode)  # [b, u]
+        if exclude is not None:
+            pairs = [(i, position[c]) for i, r in enumerate(rows) for c in exclude[r] if c in position]
+            if pairs:
+                r_idx, c_idx = torch.tensor(pairs, dtype=torch.long, device=query.device).T
+                _mask(scores, r_idx, c_idx, mask_value, mask_mode)
+        allowed = torch.zeros_like(scores, dtype=torch.bool)
+        for i, r in enumerate(rows):
+            allowed[i, [position[c] for c in set(candidates[r])]] = True
+        scores[~allowed] = float("-inf")  # after masking: an excluded non-candidate stays out
+        top_values, top = _block_topk(scores, min(width, len(columns)))
+        mapped = torch.tensor(columns, dtype=torch.long, device=query.device)[top]
+        mapped[top_values == float("-inf")] = -1
+        row_index = torch.tensor(rows, dtype=torch.long, device=query.device)
+        values[row_index, : top.shape[1]] = top_values
+        indices[row_index, : top.shape[1]] = mapped
+    return values, indices

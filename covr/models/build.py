@@ -65,11 +65,17 @@ def build_retriever(cfg: Mapping[str, Any], backbone: Backbone | None = None) ->
         reference_frames=cfg.get("reference_frames", "middle"),
         max_text_length=int(cfg.get("max_text_length", 32)),
     )
+    model.query_frames = dict(cfg["query_frames"]) if cfg.get("query_frames") else None  # recorded by training
     if cfg.get("init_from"):
         obj = read_checkpoint(cfg["init_from"])
-        load_covr_weights(model, checkpoint_state(obj, cfg["init_from"]), str(cfg["init_from"]))
+        state = checkpoint_state(obj, cfg["init_from"])
+        from_stage0 = obj[CHECKPOINT_KEY]["model_config"].get("stage") == 0
+        if from_stage0:  # stage 0 never trains X-Aligner: keep this model's fresh one (any variant), or none
+            state = {k: v for k, v in state.items() if not k.startswith("xaligner.")}
+            state.update({f"xaligner.{k}": v for k, v in (model.xaligner.state_dict() if model.xaligner is not None else {}).items()})
+        load_covr_weights(model, state, str(cfg["init_from"]))
         log.info("initialised weights from %s", cfg["init_from"])
-        if model.xaligner is not None and obj[CHECKPOINT_KEY]["model_config"].get("stage") == 0:
+        if from_stage0 and model.xaligner is not None:
             model.xaligner.init_projection(backbone.text_projection)  # start again from the adapted query head
     model.configure_stage(int(cfg.get("stage", 1)), cfg.get("text_encoder"))
     if cfg.get("gradient_checkpointing"):  # recompute activations in backward: same gradients, less memory

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
+import os
 import pickle
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -18,26 +21,94 @@ class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be read or does not fit the model."""
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """torch.load a checkpoint on CPU, safely (weights only) when the file allows it.
+class UntrustedCheckpointError(CheckpointError):
+    """A checkpoint that only full unpickling could read, refused because nobody opted in."""
 
-    Files that pickle Python objects beyond tensors (some released .ckpt files store their Hydra
-    config) are loaded with full unpickling after a warning: only do this for files you trust."""
+
+TRUST_ENV = "COVR_TRUST_CHECKPOINTS"  # "1" trusts every checkpoint file for the whole process
+TRUST_HINT = "trust_checkpoint=true (train.py / test.py), --trust-checkpoint (tools), covr.load(..., trust_checkpoint=True) or COVR_TRUST_CHECKPOINTS=1"
+_trusted: contextvars.ContextVar[bool] = contextvars.ContextVar("covr_trust_checkpoints", default=False)
+
+
+def _safe_globals() -> list:
+    """Types that torch's weights-only unpickler may rebuild beyond tensors and containers: what
+    Lightning and LAVIS / CoVR files hold besides weights (OmegaConf configs in hyper-parameters,
+    argparse namespaces, paths). None of them runs code when unpickled."""
+    import argparse
+    import collections
+    import pathlib
+    import typing
+
+    safe: list = [argparse.Namespace, collections.defaultdict, typing.Any, pathlib.PosixPath, pathlib.PurePosixPath,
+                  pathlib.WindowsPath, pathlib.PureWindowsPath, int, float, bool, str, dict, list, tuple, set]  # fmt: skip
+    try:
+        from omegaconf import DictConfig, ListConfig, base, nodes
+
+        safe += [DictConfig, ListConfig, base.Metadata, base.ContainerMetadata]
+        safe += [nodes.AnyNode, nodes.StringNode, nodes.IntegerNode, nodes.FloatNode, nodes.BooleanNode, nodes.BytesNode, nodes.PathNode]
+    except ImportError:  # omegaconf is a dependency of hydra-core; model-only installs may lack it
+        pass
+    return [t for t in safe if t is not None]
+
+
+def checkpoints_trusted() -> bool:
+    """Whether full unpickling is allowed here (``trust_checkpoints`` context or COVR_TRUST_CHECKPOINTS=1)."""
+    return _trusted.get() or os.environ.get(TRUST_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+@contextlib.contextmanager
+def trust_checkpoints(enabled: bool = True) -> Iterator[None]:
+    """Within this context, checkpoint files that need full unpickling are loaded (``enabled``)."""
+    token = _trusted.set(bool(enabled) or _trusted.get())
+    try:
+        yield
+    finally:
+        _trusted.reset(token)
+
+
+def read_checkpoint(path: str | Path, trust: bool | None = None) -> dict:
+    """torch.load a checkpoint on CPU with weights_only=True (tensors, containers, numbers, strings
+    and the few types of ``_safe_globals``). A file that references anything else (a class, a
+    function: what a ``__reduce__`` payload runs) is refused with UntrustedCheckpointError unless
+    ``trust`` (default: ``checkpoints_trusted()``) opts in to full unpickling."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        log.warning("checkpoint %s holds Python objects beyond tensors; loading it with full unpickling", path)
+        with torch.serialization.safe_globals(_safe_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        unsafe = _unsafe_globals(err)
+        if not unsafe:
+            raise CheckpointError(f"checkpoint {path} is not a readable torch file (truncated or corrupt?): {_unpickling_reason(err)}") from None
     except Exception as err:  # noqa: BLE001 - truncated zip, bad magic number, ...
         raise CheckpointError(f"checkpoint {path} is not a readable torch file (truncated or corrupt?): {_first_line(err)}") from None
+    if not (checkpoints_trusted() if trust is None else trust):
+        raise UntrustedCheckpointError(
+            f"checkpoint {path} references {', '.join(unsafe)}, which only full unpickling can load, and full unpickling "
+            f"runs any code the file carries; if you trust this file, opt in with {TRUST_HINT}"
+        )
+    log.warning("checkpoint %s: full unpickling (trusted by opt-in) for %s", path, ", ".join(unsafe))
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file here
         raise CheckpointError(f"checkpoint {path} is not a readable torch file (truncated or corrupt?): {_first_line(err)}") from None
+
+
+_GLOBAL = re.compile(r"(?:[Uu]nsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)")
+
+
+def _unsafe_globals(err: BaseException) -> list[str]:
+    """The names torch's weights-only unpickler refused ("Unsupported global: GLOBAL posix.system");
+    empty when it failed for another reason (random bytes, a cut file)."""
+    return sorted(set(_GLOBAL.findall(str(err))))
+
+
+def _unpickling_reason(err: BaseException) -> str:
+    match = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(err))
+    return match.group(1).strip()[:200] if match else _first_line(err)
 
 
 def _first_line(err: BaseException) -> str:

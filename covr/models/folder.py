@@ -28,7 +28,7 @@ CARD_NAME = "README.md"
 
 def folder_config(model: ComposedRetriever) -> dict[str, Any]:
     """What rebuilds the retriever without weights: its architecture, head and training stage."""
-    return {FOLDER_KEY: FORMAT, "covr_version": covr.__version__, **model.describe(), "stage": model.stage}
+    return {FOLDER_KEY: FORMAT, "covr_version": covr.__version__, **model.describe(), "stage": model.stage, "query_frames": model.query_frames}
 
 
 def _safetensors_state(model: ComposedRetriever) -> dict[str, Tensor]:
@@ -74,6 +74,7 @@ def load_model_folder(path: str | Path, strict: bool = True) -> ComposedRetrieve
         "reference_frames": config["reference_frames"],
         "max_text_length": config["max_text_length"],
         "stage": config.get("stage", 2 if config["query_head"] == "covr2" else 1),
+        "query_frames": config.get("query_frames"),
     }
     model = build_retriever(cfg)
     weights = path / WEIGHTS_NAME

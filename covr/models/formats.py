@@ -19,7 +19,7 @@ from typing import Any
 
 from torch import Tensor
 
-from covr.models.checkpoint_io import CheckpointError, read_checkpoint, strip_prefix
+from covr.models.checkpoint_io import CheckpointError, UntrustedCheckpointError, read_checkpoint, strip_prefix
 
 EXPECTED = (
     "expected a covr model folder or checkpoint, a transformers BLIP / BLIP-2 folder or hub id, a LAVIS BLIP / "
@@ -111,6 +111,8 @@ def read_weights_file(path: Path) -> Any:
             raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {str(err).splitlines()[0][:200]}") from None
     try:
         return read_checkpoint(path)
+    except UntrustedCheckpointError:
+        raise  # a readable file that needs the opt-in: its format is not the problem
     except CheckpointError as err:
         raise CheckpointError(f"{err}; {EXPECTED}") from None
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from fnmatch import fnmatch
 from functools import partial
 from typing import Any
 
@@ -88,6 +89,9 @@ class ComposedRetriever(nn.Module):
             self.xaligner = XAligner(cfg, backbone.hidden_size, visual_dim, backbone.embed_dim, backbone.num_query_tokens)
             self.xaligner.init_projection(backbone.text_projection)
         self.stage = 0
+        # reference frames the query side was trained on, {"num_frames", "strategy"} (None: CoVR's one
+        # middle frame); evaluation and covr.load follow it. Set from a checkpoint's model config.
+        self.query_frames: dict[str, Any] | None = None
 
     # ---- training control --------------------------------------------------------------------
     def configure_stage(self, stage: int, text_encoder: list[str] | None = None) -> list[str]:
@@ -280,3 +284,11 @@ class ComposedRetriever(nn.Module):
     def target_identity(self) -> str:
         """Fingerprint of the target path only: gallery caches and embedding stores depend on nothing else."""
         return self._hash(self.backbone.target_state(), self.describe_target())
+
+    @property
+    def text_identity(self) -> str:
+        """Fingerprint of what `encode_text` computes with (the textual encoder's weights, the text
+        length): precomputed caption features (text stores) depend on nothing else."""
+        patterns = self.backbone.default_text_encoder()
+        state = {k: v for k, v in self.backbone.state_dict().items() if any(fnmatch(k, p) for p in patterns)}
+        return self._hash(state, {"family": self.backbone.family, "max_text_length": self.max_text_length, "kind": "text"})

@@ -13,9 +13,13 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-SimilarityMode = Literal["mean", "max"]
+SimilarityMode = Literal["mean", "max_target_token", "max_token_pair"]
+SIMILARITY_MODES: tuple[str, ...] = ("mean", "max_target_token", "max_token_pair")
+# modes that score a query by its token mean (the others need the query's tokens)
+POOLED_QUERY_MODES = ("mean", "max_target_token")
 
 
 def pool_tokens(x: Tensor) -> Tensor:
@@ -23,27 +27,54 @@ def pool_tokens(x: Tensor) -> Tensor:
     return x if x.dim() == 2 else x.mean(dim=-2)
 
 
+def check_mode(mode: str) -> None:
+    """Raise a one-line error for an unknown similarity mode (and for the retired name 'max')."""
+    if mode == "max":
+        raise ValueError(
+            "similarity mode 'max' was split in two: 'max_target_token' (the token-mean query against each "
+            "target token, the former 'max') or 'max_token_pair' (max over query tokens x target tokens, CoVR-2's CIRR)"
+        )
+    if mode not in SIMILARITY_MODES:
+        raise ValueError(f"unknown similarity mode {mode!r}; expected one of {', '.join(SIMILARITY_MODES)}")
+
+
 def similarity(query: Tensor, gallery: Tensor, mode: SimilarityMode = "mean") -> Tensor:
     """Score every query against every gallery item.
 
     query:   [Bq, Q, E] or [Bq, E]
-    gallery: [N, Q, E] or [N, E]
+    gallery: [N, K, E] or [N, E]
     mode:
-      "mean": pooled query . pooled gallery (CoVR-2's dot product of token means)
-      "max":  max over gallery tokens of pooled query . gallery token (BLIP-2 ITC style);
-              needs a token-level gallery [N, Q, E].
+      "mean":             token-mean query . token-mean gallery item (CoVR-2's dot product of means)
+      "max_target_token": max over gallery tokens k of (token-mean query . gallery token k) (BLIP-2 ITC);
+                          needs a token gallery [N, K, E]
+      "max_token_pair":   max over query tokens q and gallery tokens k of (query token q . gallery token k)
+                          (CoVR-2's CIRR evaluation); needs tokens on both sides
     returns  [Bq, N]
     """
-    q = pool_tokens(query)
+    check_mode(mode)
     if mode == "mean":
-        return q @ pool_tokens(gallery).T
-    if mode == "max":
-        if gallery.dim() != 3:
-            raise ValueError(
-                f"similarity mode 'max' needs token-level gallery embeddings [N, Q, E], got shape {tuple(gallery.shape)}"
-            )
-        return torch.einsum("be,nqe->bnq", q, gallery).amax(dim=-1)
-    raise ValueError(f"unknown similarity mode {mode!r}; expected 'mean' or 'max'")
+        return pool_tokens(query) @ pool_tokens(gallery).T
+    if gallery.dim() != 3:
+        raise ValueError(f"similarity mode {mode!r} needs token-level gallery embeddings [N, K, E], got shape {tuple(gallery.shape)}")
+    if mode == "max_target_token":
+        return torch.einsum("be,nke->bnk", pool_tokens(query), gallery).amax(dim=-1)
+    if query.dim() != 3:
+        raise ValueError(f"similarity mode 'max_token_pair' needs query tokens [B, Q, E], got shape {tuple(query.shape)}")
+    (b, q, e), (n, k) = query.shape, gallery.shape[:2]
+    pairs = query.reshape(b * q, e) @ gallery.reshape(n * k, e).T  # [B*Q, N*K]: one matmul, no einsum copy
+    return pairs.view(b, q, n, k).amax(dim=(1, 3))
+
+
+def renormalised_mean(tokens: Tensor) -> Tensor:
+    """CoVR-2's evaluation target: every token of a frame-pooled target L2-normalised again, then the
+    token mean (not re-normalised). [..., Q, E] -> [..., E]; a pooled [N, E] input cannot be
+    re-normalised per token and is an error."""
+    if tokens.dim() < 3:
+        raise ValueError(
+            f"per-token re-normalisation needs token embeddings [..., Q, E], got shape {tuple(tokens.shape)} "
+            "(a token-mean store: extract it without --mean-tokens)"
+        )
+    return F.normalize(tokens, dim=-1).mean(dim=-2)
 
 
 def pool_frames(frame_embeddings: Tensor, weights: Tensor | None = None, mask: Tensor | None = None) -> Tensor:

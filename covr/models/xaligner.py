@@ -1,15 +1,22 @@
-"""X-Aligner: stacked, gated cross-attention blocks that progressively fuse the reference video's
-frames, the modification text and the reference video's caption into the composed query.
+"""X-Aligner: stacked residual blocks that progressively fuse the reference video's frames, the
+modification text and the reference video's caption into the composed query.
 
     z0 [B, Q, H]  aligner tokens (default: the Q-Former's joint query+edit outputs = CoVR-2's query)
     for each block b, for each source s in schedule[b]:        (default order visual -> caption -> text)
-        z = z + tanh(g_bs) * CrossAttn_bs(LN(z), memory_s)      memory_s [B, M_s, D_s], key mask [B, M_s]
-    then   z = z + tanh(g_b) * SelfAttn_b(LN(z))                (optional)
-           z = z + tanh(g_b') * FFN_b(LN(z))
+        z = z + a_bs * CrossAttn_bs(LN(z), memory_s)            memory_s [B, M_s, D_s], key mask [B, M_s]
+    then   z = z + a_b * SelfAttn_b(LN(z))                      (optional)
+           z = z + a_b' * FFN_b(LN(z))
     out = normalize(proj(z)) [B, Q, E]                          proj starts as a copy of text_proj
 
-Every gate starts at `gate_init` (0 by default, as in Flamingo's gated cross-attention), so an
-untrained X-Aligner returns exactly the CoVR-2 query and training starts from the baseline.
+Every residual branch starts at exactly zero, so an untrained X-Aligner returns exactly the CoVR-2
+query and training starts from the baseline. Two ways (`residual`):
+  gate    a = tanh(g) with a scalar g = gate_init = 0 (Flamingo's gated cross-attention; the
+          default). Only g gets gradient at the first step, and Adam moves a scalar by about its
+          learning rate per step: at the recipe's lr 1e-4 the branches would stay nearly shut for
+          a whole run, so the gates train at their own, larger lr (optim.gate_lr_scale, 100x).
+  output  the last linear layer of every branch is zero-initialised and a = 1. Its weights get
+          gradient at the first step and open the branch as a whole matrix.
+See README "X-Aligner", "Branches that open", for the ablation that chose the default.
 
 Memories: visual = per-frame tokens of all sampled reference frames plus a learned frame
 embedding; text = edit-text token states; caption = caption token states (samples without a
@@ -26,6 +33,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 SOURCES = ("visual", "text", "caption")
+RESIDUALS = ("output", "gate")
 
 
 @dataclass
@@ -43,7 +51,8 @@ class XAlignerConfig:
     self_attention: bool = True
     ffn_ratio: float = 4.0
     dropout: float = 0.0
-    gate_init: float = 0.0
+    residual: str = "gate"  # how each branch starts at zero: "gate" (tanh(g), g = gate_init) or "output" (zero last layer)
+    gate_init: float = 0.0  # residual="gate" only; 0 keeps the untrained X-Aligner equal to CoVR-2
     max_frames: int = 32
 
     def block_sources(self) -> list[list[str]]:
@@ -52,6 +61,8 @@ class XAlignerConfig:
             for s in sources:
                 if s not in SOURCES:
                     raise ValueError(f"X-Aligner source {s!r} is not one of {SOURCES}")
+        if self.residual not in RESIDUALS:
+            raise ValueError(f"X-Aligner residual {self.residual!r} is not one of {RESIDUALS}")
         if not self.use_caption:
             schedule = [[s for s in sources if s != "caption"] for sources in schedule]
         return schedule
@@ -92,8 +103,8 @@ class FeedForward(nn.Module):
 
 
 class AlignerBlock(nn.Module):
-    """One progressive-fusion step: gated cross-attention to each scheduled source, then optional
-    gated self-attention among the aligner tokens and a gated feed-forward."""
+    """One progressive-fusion step: a residual cross-attention to each scheduled source, then
+    optional residual self-attention among the aligner tokens and a residual feed-forward."""
 
     def __init__(self, sources: list[str], dim: int, memory_dims: dict[str, int], cfg: XAlignerConfig):
         super().__init__()
@@ -102,21 +113,41 @@ class AlignerBlock(nn.Module):
         self.cross = nn.ModuleDict({s: CrossAttention(dim, memory_dims[s], width, cfg.num_heads, cfg.dropout) for s in sources})
         self.self_attn = CrossAttention(dim, dim, width, cfg.num_heads, cfg.dropout) if cfg.self_attention else None
         self.ffn = FeedForward(dim, cfg.ffn_ratio, cfg.dropout)
-        names = list(sources) + (["self"] if cfg.self_attention else []) + ["ffn"]
-        self.gates = nn.ParameterDict({n: nn.Parameter(torch.tensor(float(cfg.gate_init))) for n in names})
+        self.gates: nn.ParameterDict | None = None
+        if cfg.residual == "gate":
+            self.gates = nn.ParameterDict({n: nn.Parameter(torch.tensor(float(cfg.gate_init))) for n in self.output_layers()})
+        else:
+            for layer in self.output_layers().values():
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
+        self.stats: dict[str, Tensor] | None = None  # set by XAligner to collect update norms
+
+    def output_layers(self) -> dict[str, nn.Linear]:
+        """The last linear layer of each residual branch, by branch name (source, "self", "ffn")."""
+        out = {s: self.cross[s].out for s in self.sources}
+        if self.self_attn is not None:
+            out["self"] = self.self_attn.out
+        out["ffn"] = self.ffn.net[-1]
+        return out
+
+    def _add(self, z: Tensor, name: str, update: Tensor) -> Tensor:
+        if self.gates is not None:
+            update = torch.tanh(self.gates[name]) * update
+        if self.stats is not None:  # mean token norm of the update (a monitoring figure, no gradient)
+            self.stats[name] = update.detach().float().norm(dim=-1).mean()
+        return z + update
 
     def forward(self, z: Tensor, memories: dict[str, tuple[Tensor, Tensor | None, Tensor | None]]) -> Tensor:
-        gate = {name: torch.tanh(g) for name, g in self.gates.items()}
         for s in self.sources:
             memory, mask, present = memories[s]
             update = self.cross[s](z, memory, mask)
             if present is not None:  # samples without this input (e.g. no caption) get no update
                 update = update * present[:, None, None].to(update.dtype)
-            z = z + gate[s] * update
+            z = self._add(z, s, update)
         if self.self_attn is not None:
             normed = self.self_attn.norm(z)
-            z = z + gate["self"] * self.self_attn(z, normed, None)
-        return z + gate["ffn"] * self.ffn(z)
+            z = self._add(z, "self", self.self_attn(z, normed, None))
+        return self._add(z, "ffn", self.ffn(z))
 
 
 class XAligner(nn.Module):
@@ -136,6 +167,8 @@ class XAligner(nn.Module):
             raise ValueError(f"X-Aligner init {cfg.init!r} is not 'joint' or 'learned'")
         self.proj = nn.Linear(dim, embed_dim)
         self.gradient_checkpointing = False  # recompute each block's activations in backward
+        self.record_stats = False  # True: each forward leaves update norms and gates in `stats`
+        self.stats: dict[str, Tensor] = {}
 
     @property
     def sources(self) -> set[str]:
@@ -176,9 +209,26 @@ class XAligner(nn.Module):
             mask = mask.clone()
             mask[:, 0] = True  # rows without a caption still need one key; their update is zeroed
             memories["caption"] = (self.memory_norms["caption"](states), mask, present)
+        z0 = z
         for block in self.blocks:
+            block.stats = {} if self.record_stats else None
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 z = checkpoint(block, z, memories, use_reentrant=False)  # RNG state preserved: same dropout
             else:
                 z = block(z, memories)
+        if self.record_stats:
+            self.stats = self._collect_stats(z0, z)
         return F.normalize(self.proj(z), dim=-1)
+
+    def _collect_stats(self, z0: Tensor, z: Tensor) -> dict[str, Tensor]:
+        """Monitoring figures of the last forward, relative to the mean token norm of z0:
+        `update/b{i}.{branch}` (each residual update), `shift` (z - z0 after all blocks), and
+        `gate/b{i}.{branch}` = tanh(g) for residual="gate"."""
+        scale = z0.detach().float().norm(dim=-1).mean().clamp_min(1e-12)
+        out = {"shift": (z - z0).detach().float().norm(dim=-1).mean() / scale}
+        for i, block in enumerate(self.blocks):
+            out.update({f"update/b{i}.{name}": value / scale for name, value in (block.stats or {}).items()})
+            if block.gates is not None:
+                out.update({f"gate/b{i}.{name}": torch.tanh(g.detach()) for name, g in block.gates.items()})
+            block.stats = None
+        return out

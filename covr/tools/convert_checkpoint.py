@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import covr
-from covr.models.checkpoint_io import CheckpointError
+from covr.models.checkpoint_io import CheckpointError, trust_checkpoints
 from covr.models.folder import save_model_folder
 from covr.models.formats import FAMILY_NAMES, inspect_source
 from covr.models.loading import collect_notes, load_model
@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vision-weights", help="second file holding the ViT (LAVIS BLIP-2 stage-1 checkpoints)")
     parser.add_argument("--no-strict", action="store_true", help="load what fits, logging unmatched keys")
     parser.add_argument("--force", action="store_true", help="write into a non-empty OUT")
+    parser.add_argument("--trust-checkpoint", action="store_true", help="allow full unpickling of SOURCE (runs any code it carries; only for files you trust)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.out.exists() and any(args.out.iterdir()) and not args.force:
@@ -122,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.spec is not None:
         options["spec"] = read_spec(args.spec)
     try:
-        model, _ = convert(args.source, args.out, **options)
+        with trust_checkpoints(args.trust_checkpoint):
+            model, _ = convert(args.source, args.out, **options)
     except (CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -35,7 +35,7 @@ class ResumableDataLoader(SlotDataLoader):
     def load_state_dict(self, state: dict[str, int]) -> None:
         # Lightning restores this before it sets the epoch and iterates: set both here
         self.sampler.set_epoch(int(state["epoch"]))
-        self.sampler.skip(int(state["batches_done"]) * int(self.batch_size))
+        self.sampler.skip(int(state["batches_done"]) * int(self.batch_size), epoch=int(state["epoch"]))
         self.batches_done = int(state["batches_done"])
 
 
@@ -68,6 +68,9 @@ class CoVRDataModule(pl.LightningDataModule):
             target_source="store" if store else "frames",
             store=store,
             store_identity=self.store_identity,
+            # CoVR-2's frozen caption features, once prepare_caption_store has checked the store (and set its identity)
+            caption_store=c.get("caption_store") if train and c.get("caption_store_identity") else None,
+            caption_store_identity=c.get("caption_store_identity"),
             num_target_frames=int(c.get("num_target_frames", 15)),
             transform=transform,
             image_size=self.image_size,

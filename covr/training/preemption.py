@@ -113,22 +113,44 @@ class RequeueSignal:
 
 class CheckpointAndRequeue(pl.Callback):
     """At the first optimiser-step boundary after a requeue signal (on any rank): save
-    `checkpoint_path`, requeue (RequeueSignal.requeue) and exit every rank with `Requeued`."""
+    `checkpoint_path`, requeue (RequeueSignal.requeue) and exit every rank with `Requeued`.
+
+    Mid-epoch the checkpoint is saved when the step ends and the processes exit when the next batch
+    starts, once Lightning has logged the step (its metrics row would be lost otherwise). A signal
+    during an epoch's last batch is served at the epoch's end, after its validation: a checkpoint
+    from the last batch would resume into the next epoch without that validation (its val R@1 row
+    and its chance to be the best checkpoint lost), so the lead time must also cover a validation."""
 
     def __init__(self, requeue_signal: RequeueSignal, checkpoint_path: str | Path):
         self.requeue_signal = requeue_signal
         self.checkpoint_path = str(checkpoint_path)
+        self._saved_step: int | None = None
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:
-        accumulate = int(trainer.accumulate_grad_batches)
-        if (batch_idx + 1) % accumulate and batch_idx + 1 != trainer.num_training_batches:
-            return  # mid-accumulation: the partial gradient would be lost
-        if not trainer.strategy.reduce_boolean_decision(self.requeue_signal.requested, all=False):
-            return
+    def _save_if_requested(self, trainer: pl.Trainer) -> bool:
+        if not trainer.strategy.reduce_boolean_decision(self.requeue_signal.requested, all=False):  # every rank agrees
+            return False
         self.requeue_signal.agree()
-        step = int(trainer.global_step)
+        self._saved_step = int(trainer.global_step)
         trainer.save_checkpoint(self.checkpoint_path)  # collective; rank 0 writes (atomically)
         if trainer.is_global_zero:
-            log.warning("requeue signal: saved %s at step %d; requeueing", self.checkpoint_path, step)
+            log.warning("requeue signal: saved %s at step %d; requeueing", self.checkpoint_path, self._saved_step)
+        return True
+
+    def _exit(self, trainer: pl.Trainer) -> None:
         self.requeue_signal.requeue(trainer.is_global_zero)
-        raise Requeued(step)
+        raise Requeued(self._saved_step if self._saved_step is not None else int(trainer.global_step))
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:
+        if batch_idx + 1 >= trainer.num_training_batches:
+            return  # the epoch's last batch: served in on_train_epoch_end, after validation
+        if (batch_idx + 1) % int(trainer.accumulate_grad_batches):
+            return  # mid-accumulation: the partial gradient would be lost
+        self._save_if_requested(trainer)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
+        if self._saved_step is not None:  # saved at the end of the previous step, which is logged by now
+            self._exit(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._saved_step is not None or self._save_if_requested(trainer):
+            self._exit(trainer)

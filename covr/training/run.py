@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +16,19 @@ from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from covr.eval import evaluate_benchmarks
 from covr.models import load_model
-from covr.training.checkpointing import AtomicCheckpointIO, atomic_torch_save, find_resume_checkpoint
+from covr.data.errors import CovrDataError
+from covr.models.checkpoint_io import CheckpointError, read_checkpoint, trust_checkpoints
+from covr.training.checkpointing import AtomicCheckpointIO, StepCheckpoint, atomic_torch_save, find_resume_checkpoint, sweep_stale_temporaries
 from covr.training.config import plain
+from covr.data.skips import summarise_file
 from covr.training.datamodule import CoVRDataModule
+from covr.training.loggers import TrimLogsOnResume
 from covr.training.module import CoVRModule
 from covr.training.preemption import CheckpointAndRequeue, RequeueSignal
-from covr.training.prepare import prepare_data, prepare_store
-from covr.training.validate import validate_config
+from covr.training.prepare import prepare_caption_store, prepare_data, prepare_store
+from covr.training.schedule import check_schedules
+from covr.training.validate import ConfigValueError, validate_config
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +50,16 @@ def _loggers(cfg: DictConfig, save_dir: Path) -> list:
 
 
 def _callbacks(cfg: DictConfig, checkpoint_dir: Path, has_val: bool, requeue_signal: RequeueSignal | None = None) -> tuple[list, ModelCheckpoint | None]:
-    """last.ckpt after every epoch (and every `checkpoint.every_n_train_steps`), best-by-val-R@1 apart
-    (Lightning's save_last only refreshes last.ckpt when a new best is saved), last.ckpt on a
-    checkpoint-and-requeue signal, plus configured extras."""
-    latest = ModelCheckpoint(
-        dirpath=str(checkpoint_dir),
-        filename="last",
-        save_top_k=1,
-        every_n_train_steps=cfg.checkpoint.get("every_n_train_steps"),
-        enable_version_counter=False,
-    )
+    """last.ckpt after every epoch and every `checkpoint.every_n_train_steps` (two callbacks: Lightning
+    accepts only one trigger per ModelCheckpoint, and a step trigger alone would drop the epoch-end
+    saves), best-by-val-R@1 apart (Lightning's save_last only refreshes last.ckpt when a new best is
+    saved), last.ckpt on a checkpoint-and-requeue signal, plus configured extras."""
+    latest = {"dirpath": str(checkpoint_dir), "filename": "last", "save_top_k": 1, "enable_version_counter": False}
+    callbacks: list = [ModelCheckpoint(every_n_epochs=1, **latest)]
+    if cfg.checkpoint.get("every_n_train_steps"):  # not on an epoch's last batch: the epoch-end save follows
+        callbacks.append(StepCheckpoint(every_n_train_steps=int(cfg.checkpoint.every_n_train_steps), **latest))
+    callbacks.append(TrimLogsOnResume())
     best = None
-    callbacks = [latest]
     if has_val:
         best = ModelCheckpoint(dirpath=str(checkpoint_dir), filename="best-step{step:07d}", monitor="val/R1", mode="max",
                                save_top_k=1, auto_insert_metric_name=False)  # fmt: skip
@@ -84,13 +89,16 @@ def fit_stage(cfg: DictConfig, stage_dir: Path, init_from: str | None, requeue_s
     if final.is_file():
         log.info("%s is complete (%s exists); skipping it", stage_dir, final)
         return final
+    sweep_stale_temporaries(checkpoint_dir, stage_dir, stage_dir / "logs")  # a kill during a save leaves GBs behind
     resume = find_resume_checkpoint(checkpoint_dir, stage_dir) if cfg.resume == "auto" else (cfg.resume or None)
     model_cfg = plain(cfg.model)
-    if init_from and not resume:
+    if init_from:  # also when resuming: the frozen target path (hence the embedding stores) comes from it
         model_cfg["init_from"] = str(init_from)
-    module = CoVRModule(model_cfg, plain(cfg.loss), plain(cfg.optim), tuple(cfg.get("recall_ks", (1, 5, 10, 50))))
+    online_captions = cfg.data.get("caption_features", "online") == "online"
+    module = CoVRModule(model_cfg, plain(cfg.loss), plain(cfg.optim), tuple(cfg.get("recall_ks", (1, 5, 10, 50))), online_captions)
     data_cfg = plain(cfg.data)
     store_identity = prepare_store(data_cfg, module.model, stage_dir)
+    prepare_caption_store(data_cfg, module.model, plain(cfg.loss))  # CoVR-2's frozen caption features, checked up front
     datamodule = CoVRDataModule(data_cfg, module.model.image_size, store_identity, report_dir=stage_dir, seed=int(cfg.seed))
     has_val = bool(data_cfg.get("val"))
     callbacks, best = _callbacks(cfg, checkpoint_dir, has_val, requeue_signal)
@@ -107,23 +115,39 @@ def fit_stage(cfg: DictConfig, stage_dir: Path, init_from: str | None, requeue_s
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
     trainer.save_checkpoint(checkpoint_dir / "last.ckpt")  # the final state, whatever the save schedule
     if trainer.global_rank == 0:
+        _report_skips(datamodule, stage_dir)
         best_path = best.best_model_path if best is not None else ""
         source = Path(best_path) if best_path else checkpoint_dir / "last.ckpt"
-        atomic_torch_save(torch.load(source, map_location="cpu", weights_only=False), final)
+        atomic_torch_save(read_checkpoint(source), final)
         log.info("stage finished: %s (from %s)", final, source.name)
     trainer.strategy.barrier()
     return final
 
 
+def _report_skips(datamodule: CoVRDataModule, stage_dir: Path) -> None:
+    """One line per split with every row skipped in this stage: up front and while training, by any
+    process (the report files are shared)."""
+    for split, dataset in (("train", datamodule.train_dataset), ("val", datamodule.val_dataset)):
+        line = summarise_file(stage_dir, split, dataset.skipped.total_rows) if dataset is not None else None
+        if line:
+            (log.warning if " rows: " in line else log.info)("stage data: %s", line)
+
+
 def train(cfg: DictConfig) -> dict[str, Any] | None:
     """All stages of the configured experiment, then (optionally) the test benchmarks."""
     validate_config(cfg)
+    with trust_checkpoints(bool(cfg.get("trust_checkpoint", False))):  # full unpickling only by opt-in
+        return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> dict[str, Any] | None:
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     pl.seed_everything(int(cfg.seed), workers=True)
     run_dir = Path(cfg.paths.run_dir)
     prepare_data(cfg.data)
     stages = _stage_configs(cfg)
+    check_schedules(stages)  # steps, warm-up, peak lrs logged first; a warm-up over half of a stage fails here
     init_from = cfg.model.get("init_from")
     final: Path | None = None
     numbers = [int(s.model.stage) for s in stages]
@@ -143,28 +167,37 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
 def test_checkpoint(cfg: DictConfig, checkpoint: str | Path, out_dir: Path) -> dict[str, Any]:
     """Evaluate a covr checkpoint on `cfg.test` ({name: benchmark config}); results.json in out_dir."""
     validate_config(cfg)
-    retriever = load_model(checkpoint).eval()  # any format: covr checkpoint or folder, LAVIS / CoVR file, hub id
+    with trust_checkpoints(bool(cfg.get("trust_checkpoint", False))):  # full unpickling only by opt-in
+        retriever = load_model(checkpoint).eval()  # any format: covr checkpoint or folder, LAVIS / CoVR file, hub id
     device = cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+    from covr.eval import evaluate_benchmarks  # training runs without test benchmarks never import the evaluator
+
     results = evaluate_benchmarks(
         retriever.to(device),
         plain(cfg.test),
         out_dir,
         batch_size=int(cfg.get("test_batch_size", 32)),
         num_workers=int(cfg.data.get("num_workers", 4)) if cfg.get("data") else int(cfg.get("num_workers", 4)),
-        mode=cfg.get("similarity", "mean"),
+        similarity=cfg.get("similarity"),  # null: each benchmark protocol's own
         cache_dir=Path(cfg.paths.cache_dir) / "galleries" if cfg.get("cache_galleries", True) else None,
         device=device,
-    )
-    _print_chance(results)
+        save_rankings=bool(cfg.get("save_rankings", False)),
+        save_embeddings=bool(cfg.get("save_embeddings", False)),
+        override_prefix="benchmark" if "benchmark" in cfg else "test",  # test.py composes test: ${benchmark}
+    )  # the table gives each task's chance level
     print(f"results: {Path(out_dir) / 'results.json'}")
     return results
 
 
-def _print_chance(results: dict[str, Any]) -> None:
-    for name, r in results.items():
-        gallery = r.get("counts", {}).get("gallery")
-        if gallery:
-            print(f"{name}: gallery of {gallery} videos, chance R@1 = {100.0 / gallery:.2f}%")
+@contextlib.contextmanager
+def errors_in_one_line() -> Iterator[None]:
+    """Mistakes a user can fix (a config value, a checkpoint file, a data file) end the command with
+    their one-line message on stderr and exit status 2, not a traceback."""
+    try:
+        yield
+    except (ConfigValueError, CheckpointError, CovrDataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _is_global_zero() -> bool:

@@ -9,6 +9,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from covr.training.schema import type_problems
+
 CHOICES: dict[str, tuple[Any, ...]] = {
     "model.backbone.family": ("blip2", "blip"),
     "model.query_head": ("xaligner", "covr2"),
@@ -16,11 +18,13 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "model.stage": (0, 1, 2),
     "model.xaligner.visual_memory": ("queries", "patches"),
     "model.xaligner.init": ("joint", "learned"),
+    "model.xaligner.residual": ("gate", "output"),
     "data.target_source": ("store", "frames"),
     "data.reference_sampling": ("middle", "uniform", "random"),
     "data.epoch_mode": ("unique_targets", "all_triplets"),
     "data.frame_dtype": ("float32", "float16", "uint8"),
-    "similarity": ("mean", "max"),
+    "similarity": ("mean", "max_target_token", "max_token_pair"),
+    "data.caption_features": ("store", "online"),
 }
 POSITIVE = ("data.batch_size", "data.num_target_frames", "data.num_reference_frames", "optim.lr", "loss.tau")
 
@@ -30,7 +34,11 @@ class ConfigValueError(ValueError):
 
 
 def validate_config(cfg: DictConfig) -> None:
-    """Raise ConfigValueError naming the first key whose value is not allowed."""
+    """Raise ConfigValueError naming the first key whose value has the wrong type (covr.training.schema)
+    or is not allowed."""
+    problem = type_problems(cfg)
+    if problem:
+        raise ConfigValueError(problem)
     for key, allowed in CHOICES.items():
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None and value not in allowed:

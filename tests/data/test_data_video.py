@@ -9,10 +9,21 @@ from covr.data.video import decode_video, load_frames, sample_indices
 from helpers_data import broken_videos, make_video  # noqa: F401 (fixture)
 
 
-@pytest.mark.parametrize("n", [1, 2, 7, 12, 15, 16, 100, 301])
-@pytest.mark.parametrize("f", [1, 3, 15])
-def test_uniform_indices_follow_the_formula(n, f):
-    assert sample_indices(n, f, "uniform") == [int(np.floor((i + 0.5) * n / f)) for i in range(f)]
+@pytest.mark.parametrize("n", [1, 2, 7, 12, 15, 16, 30, 100, 301])
+@pytest.mark.parametrize("f", [1, 3, 15, 22])
+def test_uniform_indices_follow_covrs_segment_middles(n, f):
+    """Written out from CoVR's rule: S = min(F, n) segments with bounds np.linspace(0, n, S + 1) cut to
+    int (float rounding included: at n=30, S=22 it differs from i*n//S), the middle (start + end - 1) // 2
+    of each; when n < F the n frames repeat (kept in time order)."""
+    s = min(f, n)
+    bounds = [int(b) for b in np.linspace(0, n, s + 1).astype(int)]
+    middles = [(bounds[i] + bounds[i + 1] - 1) // 2 for i in range(s)]
+    assert sample_indices(n, f, "uniform") == sorted((middles * f)[:f])
+
+
+def test_uniform_indices_known_values():
+    assert sample_indices(100, 15, "uniform") == [2, 9, 16, 22, 29, 36, 42, 49, 56, 62, 69, 76, 82, 89, 96]
+    assert sample_indices(12, 15, "uniform") == [0, 0, 1, 1, 2, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
 
 
 @pytest.mark.parametrize("n", [1, 2, 9, 10, 301])

@@ -14,12 +14,15 @@ from PIL import Image
 from torch import Tensor, nn
 
 from covr.data.transforms import TestTransform
+from covr.models.similarity import pool_frames
 
 
 class ColourRetriever(nn.Module):
-    """Targets embed their mean / std colour; queries add a hash of the edit text (and caption).
+    """Each frame embeds its mean / std colour; queries add a hash of the edit text (and caption).
 
-    Implements exactly the retriever interface the evaluator uses; counts encode calls.
+    Implements exactly the retriever interface the evaluator uses (encode_query,
+    encode_target_frames; encode_target pools frames as ComposedRetriever does); counts encode
+    calls and records what the queries saw (texts, captions, frame counts).
     """
 
     image_size = 8
@@ -31,6 +34,8 @@ class ColourRetriever(nn.Module):
         self.register_buffer("projection", torch.randn(6, tokens * dim, generator=generator))
         self.calls: Counter = Counter()
         self.captions_seen: list[str] = []
+        self.texts_seen: list[str] = []
+        self.query_frames_seen: list[int] = []
 
     def _features(self, frames: Tensor, frame_mask: Tensor | None) -> Tensor:
         # frames [B, F, 3, H, W] -> [B, 6]: mean and std colour over real frames
@@ -42,12 +47,22 @@ class ColourRetriever(nn.Module):
     def _tokens(self, features: Tensor) -> Tensor:
         return F.normalize((features @ self.projection).view(-1, self.tokens, self.dim), dim=-1)  # [B, Q, E]
 
-    def encode_target(self, frames: Tensor, frame_weights: Tensor | None = None, frame_mask: Tensor | None = None) -> Tensor:
+    def encode_target_frames(self, frames: Tensor, frame_mask: Tensor | None = None) -> Tensor:
+        """[B, F, 3, H, W] -> per-frame tokens [B, F, Q, E] (zeros at padded frames)."""
         self.calls["target"] += frames.shape[0]
-        return self._tokens(self._features(frames, frame_mask))
+        b, f = frames.shape[:2]
+        per_frame = self._tokens(self._features(frames.flatten(0, 1)[:, None], None)).view(b, f, self.tokens, self.dim)
+        return per_frame if frame_mask is None else per_frame * frame_mask[..., None, None]
+
+    def encode_target(self, frames: Tensor, frame_weights: Tensor | None = None, frame_mask: Tensor | None = None) -> Tensor:
+        if frames.dim() == 4:
+            frames = frames[:, None]
+        return pool_frames(self.encode_target_frames(frames, frame_mask), frame_weights, frame_mask)
 
     def encode_query(self, frames: Tensor, edit_text: list[str], caption: list[str] | None = None, frame_mask: Tensor | None = None) -> Tensor:
         self.calls["query"] += frames.shape[0]
+        self.texts_seen += list(edit_text)
+        self.query_frames_seen += (frame_mask.sum(1).tolist() if frame_mask is not None else [frames.shape[1]] * frames.shape[0])
         if caption is not None:
             self.captions_seen += caption
         texts = [t + "|" + (caption[i] if caption is not None else "") for i, t in enumerate(edit_text)]
@@ -89,7 +104,8 @@ def brute_force_rankings(
     """Full ranking (ids, best first, excluded ids removed) of every query, one item at a time.
 
     gallery: (id, path) of readable items; queries: {"path", "text", "caption", "exclude"}.
-    Ties go to the lower gallery position.
+    mode: "mean" (token means), "max_target_token" (query mean vs each target token) or
+    "max_token_pair" (every query token vs every target token). Ties go to the lower gallery position.
     """
     size = retriever.image_size
     query_loader = query_loader or loader
@@ -98,11 +114,14 @@ def brute_force_rankings(
         rankings = []
         for q in queries:
             caption = [q["caption"]] if q.get("caption") is not None else None
-            qv = retriever.encode_query(query_loader(q["path"], size), [q["text"]], caption)[0].mean(0)  # [E]
+            qt = retriever.encode_query(query_loader(q["path"], size), [q["text"]], caption)[0]  # [Q, E]
+            qv = qt.mean(0)
             if mode == "mean":
                 scores = [float(qv @ t.mean(0)) for t in g]
-            else:
+            elif mode == "max_target_token":
                 scores = [float((t @ qv).max()) for t in g]
+            else:
+                scores = [max(float(a @ b) for a in qt for b in t) for t in g]
             order = sorted(range(len(g)), key=lambda i: (-scores[i], i))
             rankings.append([gallery[i][0] for i in order if gallery[i][0] not in q.get("exclude", ())])
     return rankings

@@ -1,5 +1,5 @@
-"""Bad data: unreadable gallery files are skipped and counted, missing references fail or are
-dropped, malformed annotation files name the file and entry; the gallery cache; caption files."""
+"""Bad data: malformed annotation files name the file and entry; the gallery cache; caption files.
+(Missing and unreadable media files: test_eval_missing.py.)"""
 
 from __future__ import annotations
 
@@ -9,63 +9,14 @@ import pytest
 from helpers_eval import ColourRetriever, brute_force_rankings, ref_recall, write_json
 from layouts_eval import make_circo, make_cir_jsonl, make_cirr, make_fashioniq, make_webvid_covr
 
-from covr.data.errors import AnnotationError, MissingVideosError
+from covr.data.errors import AnnotationError
 from covr.eval import evaluate_benchmark
 from covr.eval.datasets import load_benchmark
 
 
 def evaluate(retriever, cfg, tmp_path, **options):
-    return evaluate_benchmark(retriever, cfg, tmp_path / "out", **{"batch_size": 4, "num_workers": 0, **options})
-
-
-def _non_reference_images(fixture, count):
-    references = {q["reference"] for q in fixture["queries"]}
-    return [(i, p) for i, p in fixture["gallery"] if i not in references][:count]
-
-
-def test_missing_and_unreadable_gallery_images_are_skipped_and_counted(tmp_path):
-    fixture = make_cirr(tmp_path / "CIRR", "val", n_images=20)
-    (missing, missing_path), (broken, broken_path) = _non_reference_images(fixture, 2)
-    missing_path.unlink()
-    broken_path.write_bytes(b"not a png at all")
-    result = evaluate(ColourRetriever(), {"reader": "cirr", "root": tmp_path / "CIRR"}, tmp_path)
-    assert result["counts"]["gallery_skipped"] == 2 and result["counts"]["gallery"] == 18
-    skipped = result["tasks"]["cirr/val"]["skipped_gallery_files"]
-    assert any(missing in s for s in skipped) and any(broken in s for s in skipped)
-    gallery = [(i, p) for i, p in fixture["gallery"] if i not in (missing, broken)]
-    brute = brute_force_rankings(ColourRetriever(), gallery, fixture["queries"], "mean")
-    targets = [q["target"] for q in fixture["queries"]]
-    assert result["counts"]["targets_not_in_gallery"] == sum(t in (missing, broken) for t in targets)
-    for k in (1, 5, 10, 50):
-        assert result["metrics"][f"R@{k}"] == pytest.approx(ref_recall(brute, targets, k))
-
-
-def test_missing_query_reference_fails_naming_it_or_is_dropped(tmp_path):
-    fixture = make_circo(tmp_path / "CIRCO", "val")
-    query = fixture["queries"][2]
-    query["path"].unlink()
-    cfg = {"reader": "circo", "root": tmp_path / "CIRCO"}
-    with pytest.raises(MissingVideosError, match=rf"query {query['id']}: reference '{query['reference']}'.*{query['path'].name}"):
-        evaluate(ColourRetriever(), cfg, tmp_path)
-    result = evaluate(ColourRetriever(), {**cfg, "drop_missing_references": True}, tmp_path)
-    assert result["counts"]["queries_dropped"] == 1 and result["counts"]["queries"] == len(fixture["queries"]) - 1
-    assert result["counts"]["gallery_skipped"] == 1  # the same file is a gallery image
-    assert str(query["path"]) in result["tasks"]["circo/val"]["dropped_queries"][0]
-
-
-def test_unreadable_query_reference_fails_or_is_dropped(tmp_path):
-    fixture = make_webvid_covr(tmp_path / "webvid")
-    query = fixture["queries"][-1]  # its reference is not a gallery video
-    query["path"].write_bytes(b"garbage")
-    cfg = {"reader": "webvid_covr", "annotation": fixture["csv"], "video_root": tmp_path / "webvid" / "videos"}
-    from test_eval_end_to_end import _fake_video_loader
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("covr.eval.frames._load_frames", _fake_video_loader)
-        with pytest.raises(MissingVideosError, match=f"query {query['id']}: reference"):
-            evaluate(ColourRetriever(), cfg, tmp_path)
-        result = evaluate(ColourRetriever(), {**cfg, "drop_missing_references": True}, tmp_path)
-    assert result["counts"]["queries_dropped"] == 1 and result["counts"]["gallery_skipped"] == 0
+    """covr's protocol (the reference removed), as the brute force ranks."""
+    return evaluate_benchmark(retriever, {"protocol": "covr", **cfg}, tmp_path / "out", **{"batch_size": 4, "num_workers": 0, **options})
 
 
 def test_gallery_cache_hit_skips_encoding(tmp_path):
@@ -81,7 +32,7 @@ def test_gallery_cache_hit_skips_encoding(tmp_path):
     assert second["metrics"] == first["metrics"]
     other = evaluate(ColourRetriever(identity="colour-v2"), cfg, tmp_path, cache_dir=tmp_path / "cache")
     assert {t["gallery_cache"] for t in other["tasks"].values()} == {"miss"}  # another checkpoint
-    max_mode = evaluate(retriever, cfg, tmp_path, cache_dir=tmp_path / "cache", mode="max")
+    max_mode = evaluate(retriever, cfg, tmp_path, cache_dir=tmp_path / "cache", similarity="max_target_token")
     assert {t["gallery_cache"] for t in max_mode["tasks"].values()} == {"miss"}  # token gallery
     for path in (tmp_path / "cache").glob("*.pt"):
         path.write_bytes(b"truncated")  # a broken cache file is re-encoded, not trusted

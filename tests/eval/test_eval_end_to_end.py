@@ -1,4 +1,8 @@
-"""Every benchmark end to end on tiny official-layout fixtures: metrics equal the brute-force reference."""
+"""Every benchmark end to end on tiny official-layout fixtures: metrics equal the brute-force reference.
+
+These run covr's own protocol (`protocol: covr`, the reference removed from the ranking), which the
+brute force below implements item by item; the published protocols (`covr2`) are checked against
+their transcriptions in test_eval_protocols.py."""
 
 from __future__ import annotations
 
@@ -16,8 +20,11 @@ from covr.eval.submission import validate_circo, validate_cirr
 
 def evaluate(retriever, cfg, tmp_path, **options):
     options = {"batch_size": 3, "num_workers": 0, "save_rankings": True, **options}
-    result = evaluate_benchmark(retriever, cfg, tmp_path / "out", **options)
-    saved = json.loads((tmp_path / "out" / f"rankings_{result['benchmark']}_{result['split']}.json").read_text())
+    result = evaluate_benchmark(retriever, {"protocol": "covr", **cfg}, tmp_path / "out", **options)
+    saved = {}
+    for task in result["tasks"]:  # rankings.jsonl per task -> {task: {"ranked": {query id: ids}}}
+        lines = [json.loads(line) for line in (tmp_path / "out" / task / "rankings.jsonl").read_text().splitlines()]
+        saved[task] = {"ranked": {line["query"]: line["ids"] for line in lines}}
     return result, saved
 
 
@@ -25,11 +32,11 @@ def subset_top(ranking, query, k):
     return [x for x in ranking if x in query["subset"] and x != query["reference"]][:k]
 
 
-@pytest.mark.parametrize("mode", ["mean", "max"])
+@pytest.mark.parametrize("mode", ["mean", "max_target_token", "max_token_pair"])
 def test_cirr_val(tmp_path, mode):
     fixture = make_cirr(tmp_path / "CIRR", "val")
     retriever = ColourRetriever()
-    result, saved = evaluate(retriever, {"reader": "cirr", "root": str(tmp_path / "CIRR"), "split": "val"}, tmp_path, mode=mode)
+    result, saved = evaluate(retriever, {"reader": "cirr", "root": str(tmp_path / "CIRR"), "split": "val"}, tmp_path, similarity=mode)
     brute = brute_force_rankings(ColourRetriever(), fixture["gallery"], fixture["queries"], mode)
     queries = fixture["queries"]
     assert saved["cirr/val"]["ranked"] == {q["id"]: b[:50] for q, b in zip(queries, brute)}
@@ -106,48 +113,17 @@ def test_circo_test_submission(tmp_path):
     validate_circo(submission, load_benchmark("circo", {"root": tmp_path / "CIRCO", "split": "test"}).tasks[0].queries)
 
 
-def _fake_video_loader(path, num_frames, strategy):
-    """Test decoder for the fake .mp4 files (npy arrays); images still go through PIL."""
-    if str(path).endswith(".mp4"):
-        return np.load(path)[:num_frames]
-    from PIL import Image
-
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))[None]
-
-
-def test_webvid_covr(tmp_path, monkeypatch):
-    monkeypatch.setattr("covr.eval.frames._load_frames", _fake_video_loader)
-    fixture = make_webvid_covr(tmp_path / "webvid")
-    retriever = ColourRetriever()
-    cfg = {"reader": "webvid_covr", "annotation": str(fixture["csv"]), "video_root": str(tmp_path / "webvid" / "videos")}
-    result, saved = evaluate(retriever, cfg, tmp_path)
-    assert retriever.captions_seen[:2] == ["a city 0", "a city 1"]  # txt1 reaches encode_query
-
-    def target_loader(path, size):
-        return transforms.TestTransform(size)(_fake_video_loader(path, 15, "middle"))[None]
-
-    def query_loader(path, size):
-        return transforms.TestTransform(size)(_fake_video_loader(path, 1, "middle"))[None]
-
-    brute = brute_force_rankings(ColourRetriever(), fixture["gallery"], fixture["queries"], "mean", target_loader, query_loader)
-    assert saved["webvid_covr/test"]["ranked"] == {q["id"]: b for q, b in zip(fixture["queries"], brute)}
-    assert fixture["queries"][0]["exclude"][0] not in saved["webvid_covr/test"]["ranked"]["0"]
-    for k in (1, 5, 10, 50):
-        assert result["metrics"][f"R@{k}"] == pytest.approx(ref_recall(brute, [q["target"] for q in fixture["queries"]], k))
-    m = result["metrics"]
-    assert m["meanR3"] == pytest.approx((m["R@1"] + m["R@5"] + m["R@10"]) / 3)
-    assert m["meanR4"] == pytest.approx((m["R@1"] + m["R@5"] + m["R@10"] + m["R@50"]) / 4)
-
-
-def test_webvid_covr_real_videos(tmp_path):
-    """Real mp4 files through covr.data.video: 15 uniform target frames, the middle query frame."""
+def test_webvid_covr(tmp_path):
+    """Real mp4 files through covr.data.video: 15 uniform target frames, the middle query frame;
+    txt1 reaches the model as the caption; the query's own reference video is masked."""
     from covr.data.video import load_frames
 
-    fixture = make_webvid_covr(tmp_path / "webvid", n_queries=6, real_videos=True)
+    fixture = make_webvid_covr(tmp_path / "webvid", n_queries=7, real_videos=True)
+    retriever = ColourRetriever()
     cfg = {"reader": "webvid_covr", "annotation": str(fixture["csv"]), "video_root": str(tmp_path / "webvid" / "videos")}
-    result, saved = evaluate(ColourRetriever(), cfg, tmp_path, num_workers=2)
-    assert result["counts"]["gallery_skipped"] == 0 and result["options"].get("target_frames") is None
+    result, saved = evaluate(retriever, cfg, tmp_path, num_workers=2)
+    assert retriever.captions_seen[:2] == ["a city 0", "a city 1"]  # txt1 reaches encode_query
+    assert result["counts"]["gallery_skipped"] == 0 and result["options"]["target_frames"] == 15  # the reader's default
 
     def target_loader(path, size):
         return transforms.TestTransform(size)(load_frames(path, 15, "uniform"))[None]
@@ -157,8 +133,12 @@ def test_webvid_covr_real_videos(tmp_path):
 
     brute = brute_force_rankings(ColourRetriever(), fixture["gallery"], fixture["queries"], "mean", target_loader, query_loader)
     assert saved["webvid_covr/test"]["ranked"] == {q["id"]: b for q, b in zip(fixture["queries"], brute)}
-    for k in (1, 5):
+    assert fixture["queries"][0]["exclude"][0] not in saved["webvid_covr/test"]["ranked"]["0"]
+    for k in (1, 5, 10, 50):
         assert result["metrics"][f"R@{k}"] == pytest.approx(ref_recall(brute, [q["target"] for q in fixture["queries"]], k))
+    m = result["metrics"]
+    assert m["meanR3"] == pytest.approx((m["R@1"] + m["R@5"] + m["R@10"]) / 3)
+    assert m["meanR4"] == pytest.approx((m["R@1"] + m["R@5"] + m["R@10"] + m["R@50"]) / 4)
 
 
 @pytest.mark.parametrize("gallery_file", [True, False])
@@ -203,5 +183,5 @@ def test_faiss_backend_matches_exact(tmp_path):
     approx, faiss_ranks = evaluate(ColourRetriever(), cfg, tmp_path, backend="faiss")
     assert faiss_ranks == exact_ranks and approx["metrics"] == exact["metrics"]
     assert approx["options"]["backend"] == "faiss"
-    with pytest.raises(ValueError, match="supports similarity mode 'mean' only"):
-        evaluate(ColourRetriever(), cfg, tmp_path, backend="faiss", mode="max")
+    with pytest.raises(ValueError, match="supports similarity 'mean' only"):
+        evaluate(ColourRetriever(), cfg, tmp_path, backend="faiss", similarity="max_target_token")

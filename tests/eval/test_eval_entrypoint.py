@@ -25,7 +25,7 @@ def test_test_py_runs_several_benchmarks(tmp_path):
     env = {**os.environ, "COVR_DATA": str(tmp_path), "COVR_CACHE": str(tmp_path / "cache"), "COVR_OUTPUT": str(tmp_path / "runs"), "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, str(REPO / "test.py"), f"checkpoint={tmp_path / 'm.ckpt'}", "benchmark=[cirr,fashioniq,circo]",
            "benchmark.cirr.split=test1", "benchmark.fashioniq.categories=[dress,shirt]", "run_id=t", "num_workers=0",
-           "test_batch_size=4", "similarity=max"]  # fmt: skip
+           "test_batch_size=4", "similarity=max_target_token", "save_rankings=true"]  # fmt: skip
     run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     out_dir = tmp_path / "runs" / "test" / "t"
@@ -33,13 +33,15 @@ def test_test_py_runs_several_benchmarks(tmp_path):
     results = json.loads((out_dir / "results.json").read_text())
     assert set(results) == {"cirr", "fashioniq", "circo"}
     assert results["cirr"]["split"] == "test1" and results["circo"]["metrics"]["mAP@5"] >= 0
-    assert results["fashioniq"]["options"]["similarity_mode"] == "max"
+    assert results["fashioniq"]["options"]["similarity_mode"] == "max_target_token"
+    assert results["fashioniq"]["protocol"]["name"] == "covr2+max_target_token"
+    assert (out_dir / "fashioniq" / "val" / "shirt" / "rankings.jsonl").is_file()  # dumps live in task folders
     for line in ("cirr", "fashioniq", "circo"):
         assert any(row.startswith(line) for row in run.stdout.splitlines())
     submissions = sorted(p.name for p in out_dir.glob("*.json") if p.name != "results.json")
     assert len(submissions) == 2 and all("cirr" in s for s in submissions), submissions
     # a second run hits the gallery cache
-    again = subprocess.run(cmd[:-4] + ["run_id=t2", "num_workers=0", "test_batch_size=4", "similarity=max"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(cmd[:-5] + ["run_id=t2", "num_workers=0", "test_batch_size=4", "similarity=max_target_token"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     second = json.loads((tmp_path / "runs" / "test" / "t2" / "results.json").read_text())
     assert results["circo"]["tasks"]["circo/val"]["gallery_cache"] == "miss"

@@ -1,4 +1,4 @@
-"""Chunked top-K equals a full sort: exclusions, ties (lower index first), both similarity modes."""
+"""Chunked top-K equals a full sort: exclusions (removed or masked), ties (lower index first), every similarity mode."""
 
 from __future__ import annotations
 
@@ -9,18 +9,26 @@ import torch.nn.functional as F
 from covr.eval.topk import rank_candidates, topk_faiss, topk_similarity
 
 
-def full_sort(query, gallery, k, mode, exclude):
-    """Reference: the whole score matrix, python sort by (-score, index), exclusions removed."""
-    q = query.float() if query.dim() == 2 else query.float().mean(1)
-    if mode == "mean":
-        scores = q @ (gallery if gallery.dim() == 2 else gallery.mean(1)).float().T
-    else:
-        scores = torch.einsum("be,nqe->bnq", q, gallery.float()).amax(-1)
+def full_sort(query, gallery, k, mode, exclude, mask_value=None):
+    """Reference: every score by a loop, python sort by (-score, index); exclusions removed, or
+    scored `mask_value` and kept."""
     out = []
-    for row in range(q.shape[0]):
-        s = scores[row].tolist()
-        order = sorted((i for i in range(len(s)) if i not in set(exclude[row])), key=lambda i: (-s[i], i))
-        out.append(order[:k])
+    for row in range(query.shape[0]):
+        tokens = query[row].float() if query.dim() == 3 else query[row].float()[None]  # [Q, E]
+        s = []
+        for item in gallery.float():
+            item = item if item.dim() == 2 else item[None]  # [K, E]
+            if mode == "mean":
+                s.append(float(tokens.mean(0) @ item.mean(0)))
+            elif mode == "max_target_token":
+                s.append(max(float(tokens.mean(0) @ t) for t in item))
+            else:
+                s.append(max(float(a @ b) for a in tokens for b in item))
+        banned = set(exclude[row])
+        if mask_value is not None:
+            s = [mask_value if i in banned else v for i, v in enumerate(s)]
+            banned = set()
+        out.append(sorted((i for i in range(len(s)) if i not in banned), key=lambda i: (-s[i], i))[:k])
     return out
 
 
@@ -59,14 +67,34 @@ def test_hand_tie_case():
 
 
 @pytest.mark.parametrize("gallery_chunk", [3, 40])
-def test_max_mode_token_gallery(gallery_chunk):
+@pytest.mark.parametrize("mode", ["mean", "max_target_token", "max_token_pair"])
+def test_token_modes(gallery_chunk, mode):
     g = torch.Generator().manual_seed(7)
     query = F.normalize(torch.randn(11, 4, 8, generator=g), dim=-1)  # [Bq, Q, E]
-    gallery = F.normalize(torch.randn(60, 4, 8, generator=g), dim=-1)  # [N, Q, E]
+    gallery = F.normalize(torch.randn(60, 3, 8, generator=g), dim=-1)  # [N, K, E]
     exclude = random_exclusions(g, 11, 60)
-    for mode in ("max", "mean"):
-        _, indices = topk_similarity(query, gallery, 10, mode, exclude, query_chunk=4, gallery_chunk=gallery_chunk)
-        assert indices.tolist() == full_sort(query, gallery, 10, mode, exclude)
+    _, indices = topk_similarity(query, gallery, 10, mode, exclude, query_chunk=4, gallery_chunk=gallery_chunk)
+    assert indices.tolist() == full_sort(query, gallery, 10, mode, exclude)
+
+
+def test_max_token_pair_is_not_the_pooled_query():
+    query = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])  # two orthogonal query tokens
+    gallery = torch.tensor([[[1.0, 0.0]], [[0.6, 0.6]]])  # one token each
+    assert topk_similarity(query, gallery, 1, "max_token_pair")[1].tolist() == [[0]]  # 1.0 beats 0.6
+    assert topk_similarity(query, gallery, 1, "max_target_token")[1].tolist() == [[1]]  # mean query: 0.5 vs 0.6
+    with pytest.raises(ValueError, match="was split in two"):
+        topk_similarity(query, gallery, 1, "max")
+
+
+@pytest.mark.parametrize("gallery_chunk", [2, 50])
+def test_masked_entries_rank_last_with_their_value(gallery_chunk):
+    g = torch.Generator().manual_seed(11)
+    query = torch.randint(-2, 3, (9, 4), generator=g).float()  # exact ties, masked and unmasked
+    gallery = torch.randint(-2, 3, (30, 4), generator=g).float()
+    exclude = [[0, 1, 2]] * 4 + [list(range(30))] + [[]] * 4
+    values, indices = topk_similarity(query, gallery, 30, "mean", exclude, gallery_chunk=gallery_chunk, mask_value=-100.0)
+    assert indices.tolist() == full_sort(query, gallery, 30, "mean", exclude, mask_value=-100.0)
+    assert (values[4] == -100.0).all() and (indices >= 0).all()
 
 
 def test_fp16_gallery_and_block_budget():
@@ -105,3 +133,5 @@ def test_faiss_exact_path_matches():
     exclude = random_exclusions(g, 13, 200)
     _, indices = topk_faiss(query, gallery, 10, exclude)
     assert indices.tolist() == full_sort(query, gallery, 10, "mean", exclude)
+    _, indices = topk_faiss(query, gallery, 200, exclude, mask_value=-10.0)  # masked entries appended last
+    assert indices.tolist() == full_sort(query, gallery, 200, "mean", exclude, mask_value=-10.0)

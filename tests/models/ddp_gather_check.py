@@ -1,8 +1,9 @@
 """Run by test_distributed_loss.py in its own subprocess: 2 gloo processes vs 1 process.
 
-Each rank encodes its half of a global batch with a tiny stage-2 retriever, computes the loss on
+Each rank encodes its part of a global batch with a tiny stage-2 retriever, computes the loss on
 the gathered batch, backpropagates and averages gradients over ranks (what DDP does). Rank 0 and
-a separate single-process run over the whole batch save loss and gradients to OUT_DIR.
+a separate single-process run over the whole batch save loss and gradients to OUT_DIR. The ranks
+hold 4 + 4 rows (ddp.pt) and 5 + 3 rows (ddp_unequal.pt: a rank that lost samples).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import tiny_model_config  # noqa: E402
+from conftest import open_xaligner, tiny_model_config  # noqa: E402
 
 from covr.losses import ContrastiveLoss  # noqa: E402
 from covr.models import build_retriever  # noqa: E402
@@ -47,26 +48,25 @@ def loss_and_grads(model, rows):
 
 def build():
     model = build_retriever(tiny_model_config(stage=2)).eval()  # eval: no dropout, so runs compare exactly
-    with torch.no_grad():  # open the gates so every X-Aligner weight is on the gradient path
-        for block in model.xaligner.blocks:
-            for gate in block.gates.values():
-                gate.fill_(0.5)
-    return model
+    return open_xaligner(model)  # every X-Aligner weight on the gradient path
+
+
+SPLITS = {"ddp.pt": (0, 4, 8), "ddp_unequal.pt": (0, 5, 8)}  # rank r holds rows [bounds[r], bounds[r + 1])
 
 
 def worker(rank, world, port, out_dir):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     torch.set_num_threads(1)
     model = build()
-    per = 8 // world
-    loss, grads = loss_and_grads(model, list(range(rank * per, (rank + 1) * per)))
-    for g in grads.values():  # DDP's gradient averaging
-        dist.all_reduce(g)
-        g /= world
-    losses = [torch.zeros(()) for _ in range(world)]
-    dist.all_gather(losses, loss)
-    if rank == 0:
-        torch.save({"loss": loss, "rank_losses": torch.stack(losses), "grads": grads}, Path(out_dir) / "ddp.pt")
+    for name, bounds in SPLITS.items():
+        loss, grads = loss_and_grads(model, list(range(bounds[rank], bounds[rank + 1])))
+        for g in grads.values():  # DDP's gradient averaging
+            dist.all_reduce(g)
+            g /= world
+        losses = [torch.zeros(()) for _ in range(world)]
+        dist.all_gather(losses, loss)
+        if rank == 0:
+            torch.save({"loss": loss, "rank_losses": torch.stack(losses), "grads": grads}, Path(out_dir) / name)
     dist.destroy_process_group()
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import tiny_model_config
+from conftest import open_xaligner, tiny_model_config
 from covr.losses import ContrastiveLoss
 from covr.models import build_retriever
 
@@ -23,12 +23,8 @@ def _blip(**overrides):
     return build_retriever(tiny_model_config("blip", **overrides))
 
 
-def _open_gates(model, value=0.5):
-    with torch.no_grad():
-        for block in model.xaligner.blocks:
-            for gate in block.gates.values():
-                gate.fill_(value)
-    return model
+def _open_gates(model):
+    return open_xaligner(model)  # every X-Aligner weight on the path (branches start at exactly zero)
 
 
 def test_covr_query_and_target_are_blips_own_features():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import tiny_model_config
+from conftest import open_xaligner, tiny_model_config
 from covr.models import build_retriever
 from covr.models.similarity import similarity
 
@@ -19,12 +19,8 @@ def _frames(b=4, f=4, seed=0):
     return torch.randn(b, f, 3, 32, 32, generator=g)
 
 
-def _with_open_gates(model, value=0.5):
-    with torch.no_grad():
-        for block in model.xaligner.blocks:
-            for gate in block.gates.values():
-                gate.fill_(value)
-    return model
+def _with_open_gates(model):
+    return open_xaligner(model)  # every X-Aligner weight on the path (branches start at exactly zero)
 
 
 def _copy_backbone(src, dst):
@@ -123,11 +119,14 @@ def test_similarity_modes_against_brute_force():
     t = torch.nn.functional.normalize(torch.randn(5, 4, 8, generator=g), dim=-1)
     mean_ref = torch.tensor([[float(q[i].mean(0) @ t[j].mean(0)) for j in range(5)] for i in range(3)])
     max_ref = torch.tensor([[max(float(q[i].mean(0) @ t[j, k]) for k in range(4)) for j in range(5)] for i in range(3)])
+    pair_ref = torch.tensor([[max(float(q[i, a] @ t[j, k]) for a in range(4) for k in range(4)) for j in range(5)] for i in range(3)])
     torch.testing.assert_close(similarity(q, t, "mean"), mean_ref)
     torch.testing.assert_close(similarity(q, t.mean(1), "mean"), mean_ref)
-    torch.testing.assert_close(similarity(q, t, "max"), max_ref)
-    with pytest.raises(ValueError, match="token-level"):
-        similarity(q, t.mean(1), "max")
+    torch.testing.assert_close(similarity(q, t, "max_target_token"), max_ref)
+    torch.testing.assert_close(similarity(q, t, "max_token_pair"), pair_ref)
+    for mode in ("max_target_token", "max_token_pair"):
+        with pytest.raises(ValueError, match="token-level"):
+            similarity(q, t.mean(1), mode)
 
 
 def test_bad_inputs_are_named():

@@ -106,6 +106,35 @@ def test_wrong_value_fails_in_one_line(tmp_path, override, message):
         validate_config(cfg)
 
 
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("data.batch_size=abc", "data.batch_size='abc' is not an integer"),
+        ("optim.lr=abc", "optim.lr='abc' is not a number"),
+        ("trainer.max_epochs=abc", "trainer.max_epochs='abc' is not an integer or null"),
+        ("data.pin_memory=maybe", "data.pin_memory='maybe' is not true or false"),
+        ("optim.betas=[0.9,x]", "optim.betas=[0.9, 'x'] is not a list of numbers or null"),
+        ("model.xaligner.num_heads=1.5", "model.xaligner.num_heads=1.5 is not an integer"),
+        ("stages.2.trainer.max_epochs=many", "trainer.max_epochs='many' is not an integer or null"),
+    ],
+)
+def test_wrong_type_fails_in_one_line_before_anything_is_built(tmp_path, override, message):
+    cfg = _compose(tmp_path, "experiment=toy", override)
+    with pytest.raises(ConfigValueError) as err:
+        validate_config(cfg)
+    assert str(err.value) == message
+
+
+def test_train_py_reports_a_wrong_type_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, str(REPO / "train.py"), "experiment=toy", "data.batch_size=abc", f"paths.root={tmp_path}"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 2 and run.stderr.strip() == "error: data.batch_size='abc' is not an integer", run.stderr[-2000:]
+    assert not (tmp_path / "data").exists()  # nothing was prepared or built
+
+
 @pytest.mark.parametrize("slots, expected", [("null", 4), ("3", 3), ("0", None)])
 def test_training_loader_uses_shared_slots_as_configured(toy, tmp_path, slots, expected):
     from covr.training.datamodule import CoVRDataModule

@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import covr.training.preemption as preemption
-from covr.training.checkpointing import find_resume_checkpoint
+from covr.training.checkpointing import atomic_torch_save, find_resume_checkpoint
 from covr.training.config import default_run_id, plain
 from covr.training.preemption import EXIT_REQUEUED, CheckpointAndRequeue, Requeued, RequeueSignal
 from helpers_training import REPO
@@ -68,9 +68,9 @@ def test_resume_takes_the_newest_of_last_and_lightning_hpc_checkpoints(tmp_path)
     assert find_resume_checkpoint(checkpoints, tmp_path) is None
     checkpoints.mkdir()
     last, hpc = checkpoints / "last.ckpt", tmp_path / "hpc_ckpt_1.ckpt"
-    last.write_bytes(b"a")
+    atomic_torch_save({"step": 1}, last)
     assert find_resume_checkpoint(checkpoints, tmp_path) == last
-    hpc.write_bytes(b"b")
+    atomic_torch_save({"step": 2}, hpc)
     os.utime(last, ns=(1_000_000_000, 1_000_000_000))
     assert find_resume_checkpoint(checkpoints, tmp_path) == hpc
     assert find_resume_checkpoint(checkpoints) == last
@@ -113,26 +113,46 @@ class _Trainer(SimpleNamespace):
 
 
 def test_callback_saves_at_an_optimizer_step_boundary_then_exits(tmp_path):
+    """Saved when the step ends; the processes exit when the next batch starts (the step is logged by then)."""
     trainer = _Trainer(accumulate_grad_batches=2, num_training_batches=10, global_step=3, is_global_zero=True, saved=[],
                        strategy=SimpleNamespace(reduce_boolean_decision=lambda decision, all: decision))  # fmt: skip
     with RequeueSignal(["SIGUSR1"], requeue=False) as requeue:
         callback = CheckpointAndRequeue(requeue, tmp_path / "last.ckpt")
         callback.on_train_batch_end(trainer, None, None, None, batch_idx=5)
+        callback.on_train_batch_start(trainer, None, None, batch_idx=6)  # nothing requested: nothing happens
         os.kill(os.getpid(), signal.SIGUSR1)
         callback.on_train_batch_end(trainer, None, None, None, batch_idx=6)  # mid-accumulation: later
         assert trainer.saved == []
+        callback.on_train_batch_end(trainer, None, None, None, batch_idx=7)
+        assert trainer.saved == [(str(tmp_path / "last.ckpt"), 3)]
+        trainer.global_step = 4  # the optimiser step of batch 7 is done by the next batch start
         with pytest.raises(Requeued) as stop:
-            callback.on_train_batch_end(trainer, None, None, None, batch_idx=7)
+            callback.on_train_batch_start(trainer, None, None, batch_idx=8)
     assert trainer.saved == [(str(tmp_path / "last.ckpt"), 3)]
     assert stop.value.code == EXIT_REQUEUED and stop.value.step == 3
+
+
+def test_a_signal_in_an_epochs_last_batch_is_served_after_validation(tmp_path):
+    trainer = _Trainer(accumulate_grad_batches=1, num_training_batches=10, global_step=10, is_global_zero=True, saved=[],
+                       strategy=SimpleNamespace(reduce_boolean_decision=lambda decision, all: decision))  # fmt: skip
+    with RequeueSignal(["SIGUSR1"], requeue=False) as requeue:
+        callback = CheckpointAndRequeue(requeue, tmp_path / "last.ckpt")
+        os.kill(os.getpid(), signal.SIGUSR1)
+        callback.on_train_batch_end(trainer, None, None, None, batch_idx=9)
+        assert trainer.saved == []  # Lightning validates next; a save here would resume without that validation
+        with pytest.raises(Requeued) as stop:
+            callback.on_train_epoch_end(trainer, None)
+    assert trainer.saved == [(str(tmp_path / "last.ckpt"), 10)] and stop.value.step == 10
 
 
 def test_every_rank_acts_when_any_rank_got_the_signal(tmp_path):
     trainer = _Trainer(accumulate_grad_batches=1, num_training_batches=10, global_step=4, is_global_zero=False, saved=[],
                        strategy=SimpleNamespace(reduce_boolean_decision=lambda decision, all: True))  # another rank has it
     with RequeueSignal(["SIGUSR1"], requeue=False) as requeue:
+        callback = CheckpointAndRequeue(requeue, tmp_path / "last.ckpt")
+        callback.on_train_batch_end(trainer, None, None, None, batch_idx=0)
         with pytest.raises(Requeued):
-            CheckpointAndRequeue(requeue, tmp_path / "last.ckpt").on_train_batch_end(trainer, None, None, None, batch_idx=0)
+            callback.on_train_batch_start(trainer, None, None, batch_idx=1)
     assert trainer.saved and requeue.received == signal.SIGUSR1
 
 

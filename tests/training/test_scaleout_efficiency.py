@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from conftest import tiny_model_config
+from conftest import open_xaligner, tiny_model_config
 from covr.losses import ContrastiveLoss, hn_nce
 from covr.models import build_retriever
 from helpers_training import REPO
@@ -23,11 +23,7 @@ def _model(stage: int, dropout: float = 0.0, family: str = "blip2"):
     cfg = tiny_model_config(family, stage=stage, xaligner={"dropout": dropout})
     text = cfg["backbone"]["spec"]["qformer_config" if family == "blip2" else "text_config"]
     text.update(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
-    model = build_retriever(cfg).train()
-    with torch.no_grad():  # open the gates: every X-Aligner weight on the gradient path
-        for block in model.xaligner.blocks:
-            for gate in block.gates.values():
-                gate.fill_(0.5)
+    model = open_xaligner(build_retriever(cfg).train())  # every X-Aligner weight on the gradient path
     return model
 
 

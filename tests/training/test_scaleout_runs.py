@@ -70,10 +70,14 @@ def test_submitit_local_runs_a_two_job_multirun(shared, tmp_path):
 @pytest.mark.slow
 def test_two_process_ddp_equals_one_process_with_the_same_global_batch(shared, tmp_path):
     """The 2-process run also checkpoints activations (exact: it must not change anything).
-    Tolerance: losses to 1e-5 relative, weights to 1e-5 absolute; attention key biases (whose exact
-    gradient is 0: softmax ignores a shift, so AdamW normalises fp32 rounding noise) to steps x lr."""
+    Tolerance: losses to 1e-5 relative, weights to 5e-5 absolute (observed <= 2.2e-5 where a gradient
+    is nearly zero, most <= 1e-6); attention key biases (whose exact gradient is 0: softmax ignores a
+    shift, so AdamW normalises fp32 rounding noise) to steps x lr.
+    The gates train at the plain lr here: at the default 100x, the gates' fast moves amplify the
+    same rounding noise to ~1e-5 in X-Aligner weights within 4 steps (observed 1.3e-5), which
+    would hide a real difference in the distributed computation this test is about."""
     env, steps = _env(shared, tmp_path), 4
-    common = ["model.stage=2", f"trainer.max_steps={steps}"]
+    common = ["model.stage=2", f"trainer.max_steps={steps}", "optim.gate_lr_scale=1"]
     _train(env, *common, "trainer=cpu", "data.batch_size=32", "run_id=one")
     out = _train(env, *common, "trainer=ddp_cpu", "data.batch_size=16", "model.gradient_checkpointing=true", "run_id=two")
     assert "Starting with 2 processes" in out
@@ -85,7 +89,7 @@ def test_two_process_ddp_equals_one_process_with_the_same_global_batch(shared, t
     (step_one, weights_one), (step_two, weights_two) = _state(one / "checkpoints" / "last.ckpt"), _state(two / "checkpoints" / "last.ckpt")
     assert step_one == step_two == steps and weights_one.keys() == weights_two.keys()
     for name, value in weights_one.items():
-        atol = steps * LR if re.search(r"attention\.key\.bias$", name) else 1e-5
+        atol = steps * LR if re.search(r"attention\.key\.bias$", name) else 5e-5  # AdamW: near-zero gradients, noisy steps
         torch.testing.assert_close(weights_two[name], value, rtol=0, atol=atol, msg=name)
 
 

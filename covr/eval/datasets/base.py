@@ -7,13 +7,16 @@ paths are absolute or relative to the working directory.
 
 from __future__ import annotations
 
+import ast
+import csv
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from covr.data.errors import AnnotationError
+from covr.eval.media import Media
 
 __all__ = ["AnnotationError", "Benchmark", "Gallery", "Protocol", "Query", "RetrievalTask"]
 
@@ -24,7 +27,7 @@ class Query:
 
     id: str
     reference: str  # gallery-style id of the reference image / video
-    reference_path: Path
+    reference_path: Media  # a file, a clip (time span of a video) or a frame folder
     text: str
     caption: str | None = None  # caption of the reference (WebVid-CoVR txt1, or a caption file)
     target: str | None = None  # the single target (None on test splits)
@@ -32,6 +35,9 @@ class Query:
     exclude: tuple[str, ...] = ()  # gallery ids never returned for this query (its reference)
     subset: tuple[str, ...] | None = None  # CIRR img_set members (reference included)
     categories: Mapping[str, str] = field(default_factory=dict)  # e.g. {"category": "object"}
+    frame_scores: tuple[float, ...] | None = None  # per-frame scores of the target (WebVid-CoVR `scores`)
+    candidates: tuple[str, ...] | None = None  # the only gallery entries this query ranks (keys of the task's
+    # listing, e.g. EgoCVR's global_idx rows); None = the whole gallery
 
     def correct(self) -> tuple[str, ...]:
         """Every id that counts as a hit."""
@@ -39,13 +45,17 @@ class Query:
             return self.ground_truths
         return (self.target,) if self.target is not None else ()
 
+    def needed(self) -> tuple[str, ...]:
+        """Gallery ids without which this query cannot be scored: its target and ground truths."""
+        return tuple(dict.fromkeys(((self.target,) if self.target is not None else ()) + self.ground_truths))
+
 
 @dataclass(frozen=True)
 class Gallery:
     """Gallery ids and the files they are read from (same order)."""
 
     ids: list[str]
-    paths: list[Path]
+    paths: list[Media]
 
     def __post_init__(self) -> None:
         if len(self.ids) != len(self.paths):
@@ -63,6 +73,8 @@ class Protocol:
     subset_ks: tuple[int, ...] = ()  # CIRR Recall_subset@K
     map_ks: tuple[int, ...] = ()  # CIRCO mAP@K
     submission_k: int = 50
+    recall_of: Literal["target", "any"] = "target"  # R@K hit: the single target, or any correct item (EgoCVR)
+    min_candidates: int = 0  # a query ranking fewer gallery entries is left unscored and counted (EgoCVR: 2)
 
 
 @dataclass
@@ -72,6 +84,9 @@ class RetrievalTask:
     name: str
     queries: list[Query]
     gallery: Gallery
+    # the benchmark's own gallery list when it repeats items: (entry key, item id), e.g. EgoCVR's
+    # egocvr_data.csv rows or TF-CoVR's target_video column; protocols with columns="listing" rank it
+    listing: list[tuple[str, str]] | None = None
 
 
 @dataclass
@@ -86,6 +101,7 @@ class Benchmark:
     submission: str | None = None  # "cirr" or "circo" when this split is scored by a test server
     options: dict[str, Any] = field(default_factory=dict)  # reader options used, for the results
     num_frames: int = 1  # frames per gallery item (videos); images are one-frame videos
+    text_rule: str = "pre_caption"  # covr.eval.texts rule the query texts are cleaned with
 
     @property
     def has_labels(self) -> bool:
@@ -131,3 +147,26 @@ def field_of(entry: Any, key: str, kind: type | tuple[type, ...], path: Path, wh
     right_type = isinstance(value, kind) and not isinstance(value, bool)
     expect(right_type, path, where, entry, f"field {key!r} has the wrong type")
     return value
+
+
+def read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
+    """Rows of a CSV file with a header; a missing file or column raises AnnotationError naming it."""
+    if not path.is_file():
+        raise AnnotationError(f"{path}: annotation file not found")
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a byte-order mark is not part of the first column's name
+        reader = csv.DictReader(f)
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
+        if missing:
+            raise AnnotationError(f"{path}: missing column(s) {missing}; header is {reader.fieldnames}")
+        return list(reader)
+
+
+def literal_list(text: str | None, path: Path, where: str, column: str, kind: type | tuple[type, ...]) -> list:
+    """A Python list literal cell ("['a', 'b']", "[3, 7]") parsed safely; its entries must be `kind`."""
+    try:
+        value = ast.literal_eval((text or "").strip())
+    except (ValueError, SyntaxError):
+        value = None
+    valid = isinstance(value, (list, tuple)) and all(isinstance(v, kind) and not isinstance(v, bool) for v in value)
+    expect(valid, path, where, text or "", f"{column} is not a list literal of {getattr(kind, '__name__', kind)}")
+    return list(value)

@@ -1,10 +1,14 @@
-"""A generic composed-image-retrieval annotation file (JSON Lines), e.g. for EDIR-style sets.
+"""The generic composed retrieval annotation file (JSON Lines), for images or videos: EDIR-style
+sets, FineCVR-1M or any other set converted to it (README "Any other composed video set";
+covr/tools/finecvr_to_jsonl.py is a converter example).
 
 One JSON object per line:
-  {"reference": "<image id>", "text": "<modification>",
-   "target": "<image id>"  and/or  "ground_truths": ["<image id>", ...],
+  {"reference": "<item id>", "text": "<modification>",
+   "target": "<item id>"  and/or  "ground_truths": ["<item id>", ...],
    "id": "...", "caption": "...", "category": "...", "subcategory": "..."}   (last four optional)
-Images are `<image_root>/<id><image_extension>`. The gallery is the ids in `gallery_file` (one per
+An item is `<media_root>/<id><extension>` (an image or a video), unless `media_file` maps its id
+to another path relative to media_root: a file, a folder of frame images, or a time span
+{"path": ..., "start": s, "end": s} of a video. The gallery is the ids in `gallery_file` (one per
 line, or a JSON list) or, without one, the union of every query's targets and ground truths.
 Every metric is also reported per value of each field in `category_fields`.
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 from covr.eval.datasets.base import (
     AnnotationError,
@@ -26,6 +31,7 @@ from covr.eval.datasets.base import (
     read_json,
     single_task_summary,
 )
+from covr.eval.media import Clip, Media
 
 
 def _read_lines(path: Path) -> list[tuple[int, dict]]:
@@ -76,18 +82,51 @@ def _parse_entry(entry: dict, where: str, path: Path, category_fields: Sequence[
     return {"target": target, "gts": tuple(dict.fromkeys(gts or ())), "categories": categories}
 
 
+def _read_media_file(path: Path, root: Path) -> dict[str, Media]:
+    """{id: item} from a JSON object {id: path | {"path", "start", "end"}} or JSONL {"id", "path", ...} lines."""
+    entries = list(read_json(path).items()) if path.suffix == ".json" else [(e.get("id"), e) for _, e in _read_lines(path)]
+    media: dict[str, Media] = {}
+    for n, (key, value) in enumerate(entries):
+        where = f"entry {n + 1} ({key})"
+        expect(isinstance(key, str) and key != "", path, where, value, "needs a string id")
+        if isinstance(value, dict) and ("start" in value or "end" in value):
+            spans = all(isinstance(value.get(f), (int, float)) for f in ("start", "end"))
+            expect(spans and isinstance(value.get("path"), str), path, where, value, "a span needs 'path', 'start' and 'end'")
+            try:
+                media[key] = Clip(root / value["path"], float(value["start"]), float(value["end"]))
+            except ValueError as error:
+                raise AnnotationError(f"{path}: {where}: {error}") from None
+            continue
+        relative = value.get("path") if isinstance(value, dict) else value
+        expect(isinstance(relative, str) and relative != "", path, where, value, "needs a path")
+        media[key] = root / relative
+    return media
+
+
 def load_cir_jsonl(
     annotation: str | Path,
-    image_root: str | Path,
+    image_root: str | Path | None = None,
     gallery_file: str | Path | None = None,
     image_extension: str = "",
     exclude_reference: bool = True,
     category_fields: Sequence[str] = ("category", "subcategory"),
     name: str = "cir_jsonl",
     split: str = "test",
+    media_root: str | Path | None = None,
+    media_file: str | Path | None = None,
+    recall_of: Literal["target", "any"] = "target",
 ) -> Benchmark:
-    """Read a generic CIR JSONL annotation file (see module docstring)."""
-    annotation, image_root = Path(annotation), Path(image_root)
+    """Read a generic JSONL annotation file (see module docstring); `media_root` is `image_root`'s
+    other name, `recall_of: any` counts an R@K hit for any ground truth (several correct targets)."""
+    if (image_root is None) == (media_root is None):
+        raise ValueError("the JSONL reader needs exactly one of media_root / image_root")
+    if recall_of not in ("target", "any"):
+        raise ValueError(f"recall_of must be 'target' or 'any', got {recall_of!r}")
+    annotation, image_root = Path(annotation), Path(media_root if media_root is not None else image_root)
+    mapped = _read_media_file(Path(media_file), image_root) if media_file is not None else {}
+
+    def item(item_id: str) -> Media:
+        return mapped.get(item_id, image_root / f"{item_id}{image_extension}")
     queries, union, has_gts, seen = [], {}, False, set()
     for line_number, entry in _read_lines(annotation):
         where = f"line {line_number}"
@@ -103,7 +142,7 @@ def load_cir_jsonl(
             Query(
                 id=query_id,
                 reference=reference,
-                reference_path=image_root / f"{reference}{image_extension}",
+                reference_path=item(reference),
                 text=entry["text"],
                 caption=entry.get("caption"),
                 target=parsed["target"],
@@ -115,12 +154,15 @@ def load_cir_jsonl(
     if not queries:
         raise AnnotationError(f"{annotation}: no queries")
     ids = _read_gallery_ids(Path(gallery_file)) if gallery_file is not None else list(union)
-    gallery = Gallery(ids, [image_root / f"{i}{image_extension}" for i in ids])
+    gallery = Gallery(ids, [item(i) for i in ids])
     return Benchmark(
         name=name,
         split=split,
         tasks=[RetrievalTask(f"{name}/{split}", queries, gallery)],
-        protocol=Protocol(recall_ks=(1, 5, 10, 50), map_ks=(5, 10, 25, 50) if has_gts else ()),
+        protocol=Protocol(recall_ks=(1, 5, 10, 50), map_ks=(5, 10, 25, 50) if has_gts else (), recall_of=recall_of),
         summarise=single_task_summary(),
-        options={"exclude_reference": exclude_reference, "gallery": "file" if gallery_file else "union of targets"},
+        options={
+            "exclude_reference": exclude_reference, "gallery": "file" if gallery_file else "union of targets",
+            "media_file": str(media_file) if media_file is not None else None, "recall_of": recall_of,
+        },  # fmt: skip
     )

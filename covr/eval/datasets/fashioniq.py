@@ -5,9 +5,11 @@ Layout under `root`:
   image_splits/split.<category>.<split>.json [image id, ...]  (the category's gallery)
   images/<id>.png
 
-Query text: "c1 and c2". Whether the reference image stays in the gallery differs between
-published codes (CLIP4Cir and CoVR keep it): `reference_in_gallery` makes it explicit, and the
-results report it. Metrics: R@10 and R@50 per category, their means, and the mean of the two.
+Query text: "c1 and c2" (cleaned by the evaluator like every query text). Gallery: the unique ids
+of the category's split file. Whether the reference image stays in the gallery differs between
+published codes: CoVR / CoVR-2 remove it (score -10), CLIP4Cir keeps it. `reference_in_gallery`
+(default false, CoVR's) makes it explicit, and the results report it. Metrics: R@10 and R@50 per
+category, their means, and the mean of the two.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ def _load_category(root: Path, category: str, split: str, reference_in_gallery: 
     expect(isinstance(ids, list), split_file, "top level", type(ids).__name__, "expected a list of image ids")
     for n, image in enumerate(ids):
         expect(isinstance(image, str) and image != "", split_file, f"entry {n}", str(image), "expected an image id")
-    gallery = Gallery(ids=list(ids), paths=[root / "images" / f"{image}.png" for image in ids])
+    ids = list(dict.fromkeys(ids))  # the official split files repeat no id, but CoVR uses the unique ones anyway
+    gallery = Gallery(ids=ids, paths=[root / "images" / f"{image}.png" for image in ids])
 
     caption_file = root / "captions" / f"cap.{category}.{split}.json"
     entries = read_json(caption_file)
@@ -58,9 +61,12 @@ def load_fashioniq(
     root: str | Path,
     split: str = "val",
     categories: Sequence[str] = CATEGORIES,
-    reference_in_gallery: bool = True,
+    reference_in_gallery: bool = False,
 ) -> Benchmark:
-    """Read FashionIQ `split` for each category; one retrieval task (own gallery) per category."""
+    """Read FashionIQ `split` for each category; one retrieval task (own gallery) per category.
+
+    reference_in_gallery: False (CoVR / CoVR-2) takes each query's reference image out of its
+    ranking; True (CLIP4Cir's policy) ranks it like any other image."""
     unknown = set(categories) - set(CATEGORIES)
     if unknown or not categories:
         raise ValueError(f"FashionIQ categories must be a non-empty subset of {CATEGORIES}, got {list(categories)}")

@@ -1,9 +1,10 @@
 """WebVid-CoVR test (and val) from the annotation CSV.
 
 Columns used: pth1 (query video id `page_dir/videoid`), pth2 (target id), edit (modification
-text), txt1 (caption of the query video); videos are `<video_root>/<pth>.mp4`.
-Protocol: gallery = the target videos (one per query; the test set's targets are unique, repeated
-ids are kept once); a gallery entry equal to the query's own reference video is masked out;
+text), txt1 (caption of the query video), scores (per-frame scores of the target, optional);
+videos are `<video_root>/<pth>.mp4`.
+Gallery = the target videos (repeated ids kept once; the `covr2` protocol makes one column per
+row from them, see covr.eval.protocols); the query's own reference video is masked;
 R@{1,5,10,50}, meanR3 and meanR4.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from covr.data.annotations import parse_scores
 from covr.eval.datasets.base import (
     AnnotationError,
     Benchmark,
@@ -29,8 +31,11 @@ PROTOCOL = Protocol(recall_ks=(1, 5, 10, 50))
 TARGET_FRAMES = 15  # CoVR: the middles of 15 equal segments (the evaluator's `target_frames` overrides)
 
 
-def load_webvid_covr(annotation: str | Path, video_root: str | Path, split: str = "test") -> Benchmark:
-    """Read a WebVid-CoVR CSV (gallery videos are encoded from TARGET_FRAMES frames unless overridden)."""
+def load_webvid_covr(annotation: str | Path, video_root: str | Path, split: str = "test", name: str = "webvid_covr") -> Benchmark:
+    """Read a WebVid-CoVR CSV (gallery videos are encoded from TARGET_FRAMES frames unless overridden).
+
+    Dense-WebVid-CoVR (annotations/dense-webvid8m-covr_test.csv: the same columns, longer edits and
+    captions, the same videos) is read by this reader under its own `name`."""
     annotation, video_root = Path(annotation), Path(video_root)
     if not annotation.is_file():
         raise AnnotationError(f"{annotation}: annotation file not found")
@@ -48,6 +53,7 @@ def load_webvid_covr(annotation: str | Path, video_root: str | Path, split: str 
         reference, target = row["pth1"].strip(), row["pth2"].strip()
         targets.setdefault(target, video_root / f"{target}.mp4")
         caption = (row.get("txt1") or "").strip()
+        scores = parse_scores(row.get("scores"))
         queries.append(
             Query(
                 id=str(n),
@@ -57,12 +63,13 @@ def load_webvid_covr(annotation: str | Path, video_root: str | Path, split: str 
                 caption=caption or None,
                 target=target,
                 exclude=(reference,),
+                frame_scores=tuple(scores.tolist()) if scores is not None else None,
             )
         )
     return Benchmark(
-        name="webvid_covr",
+        name=name,
         split=split,
-        tasks=[RetrievalTask(f"webvid_covr/{split}", queries, Gallery(list(targets), list(targets.values())))],
+        tasks=[RetrievalTask(f"{name}/{split}", queries, Gallery(list(targets), list(targets.values())))],
         protocol=PROTOCOL,
         summarise=single_task_summary(webvid_covr_means),
         num_frames=TARGET_FRAMES,
