@@ -1,4 +1,4 @@
-"""Evaluate a covr checkpoint: `python test.py checkpoint=PATH benchmark=[webvid_covr,cirr]` (see README, "Evaluation")."""
+"""Evaluate a covr checkpoint: `python test.py checkpoint=PATH benchmark=[webvid_covr,cirr]` (see README, "Evaluation"; `--help` for usage)."""
 
 from pathlib import Path
 
@@ -10,10 +10,15 @@ import covr.training.config  # noqa: F401  (registers the config resolvers)
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="test")
 def main(cfg: DictConfig) -> None:
-    from covr.training.run import errors_in_one_line, test_checkpoint
+    from hydra.core.hydra_config import HydraConfig
 
-    with errors_in_one_line():
-        test_checkpoint(cfg, cfg.checkpoint, Path(cfg.paths.run_dir))
+    from covr.training.cli import entry_point
+
+    run_dir = HydraConfig.get().runtime.output_dir
+    with entry_point(cfg, run_dir):
+        from covr.training.run import test_checkpoint
+
+        test_checkpoint(cfg, cfg.checkpoint, Path(run_dir))
 
 
 if __name__ == "__main__":

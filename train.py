@@ -1,4 +1,4 @@
-"""Train covr models: `python train.py experiment=toy` (see README, "Training")."""
+"""Train covr models: `python train.py experiment=toy` (see README, "Training"; `--help` for usage)."""
 
 import hydra
 from omegaconf import DictConfig
@@ -8,9 +8,13 @@ import covr.training.config  # noqa: F401  (registers the config resolvers)
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> None:
-    from covr.training.run import errors_in_one_line, train
+    from hydra.core.hydra_config import HydraConfig
 
-    with errors_in_one_line():
+    from covr.training.cli import entry_point
+
+    with entry_point(cfg, HydraConfig.get().runtime.output_dir):
+        from covr.training.run import train
+
         train(cfg)
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from covr.version import __version__
+
+__all__ = ["__version__", "load"]
 
 
 def load(source: Any, device: Any = None, trust_checkpoint: bool = False, **options: Any) -> Any:

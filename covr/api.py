@@ -27,14 +27,15 @@ from covr.data.video import load_frames
 from covr.models.checkpoint_io import trust_checkpoints
 from covr.models.loading import load_model
 from covr.models.retriever import ComposedRetriever
-from covr.models.similarity import SimilarityMode, similarity
+from covr.similarity import SimilarityMode, similarity
 
 PathLike = str | Path
 
 
 @dataclass
-class Gallery:
-    """Encoded gallery: paths and their embeddings [N, Q, E] (CPU), in the same order."""
+class EncodedGallery:
+    """What `Retriever.search` ranks: file paths and their target embeddings [N, Q, E] (CPU), in the
+    same order (`Retriever.encode_gallery` makes one)."""
 
     paths: list[str]
     embeddings: Tensor
@@ -89,7 +90,7 @@ class Retriever:
         return self.model.encode_query(frames, self._texts(texts), self._texts(captions), frame_mask=mask).cpu()
 
     @torch.inference_mode()
-    def encode_gallery(self, paths: Sequence[PathLike], batch_size: int = 16, num_frames: int = 15) -> Gallery:
+    def encode_gallery(self, paths: Sequence[PathLike], batch_size: int = 16, num_frames: int = 15) -> EncodedGallery:
         """Target embeddings of videos / images: `num_frames` uniform frames, uniformly pooled."""
         paths = [str(p) for p in paths]
         if not paths:
@@ -98,9 +99,9 @@ class Retriever:
         for start in range(0, len(paths), batch_size):
             frames, mask = self._clips(paths[start : start + batch_size], num_frames)
             chunks.append(self.model.encode_target(frames, frame_mask=mask).cpu())
-        return Gallery(paths, torch.cat(chunks))
+        return EncodedGallery(paths, torch.cat(chunks))
 
-    def search(self, query: Tensor, gallery: Gallery, k: int = 10, mode: SimilarityMode = "mean") -> Any:
+    def search(self, query: Tensor, gallery: EncodedGallery, k: int = 10, mode: SimilarityMode = "mean") -> Any:
         """Rank the gallery for each query. A single query ([Q, E] or [1, Q, E]) gives a list of
         (path, score), best first; a batch [B, Q, E] gives one such list per query."""
         single = query.dim() == 2 or query.shape[0] == 1

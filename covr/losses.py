@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from covr.models.similarity import pool_tokens
+from covr.similarity import pool_tokens
 
 
 def _hn_nce_rows(logits: Tensor, alpha: float, beta: float) -> Tensor:

@@ -27,47 +27,20 @@ TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + (
     "of is on background black white change replace turn bigger smaller video man dog"
 ).split()
 
+_TINY_LAYERS = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}  # every tiny transformer
+_TINY_VIT = {**_TINY_LAYERS, "image_size": 32, "patch_size": 8}
+
 TINY_SPEC = {
-    "vision_config": {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "image_size": 32,
-        "patch_size": 8,
-    },
-    "qformer_config": {
-        "vocab_size": len(TINY_VOCAB) + 1,
-        "hidden_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
-        "max_position_embeddings": 64,
-        "cross_attention_frequency": 1,
-    },
+    "vision_config": dict(_TINY_VIT),
+    "qformer_config": {**_TINY_LAYERS, "vocab_size": len(TINY_VOCAB) + 1, "max_position_embeddings": 64, "cross_attention_frequency": 1},
     "num_query_tokens": 4,
     "image_text_hidden_size": 16,
 }
 
 
 TINY_BLIP_SPEC = {
-    "vision_config": {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "image_size": 32,
-        "patch_size": 8,
-        "layer_norm_eps": 1e-6,
-    },
-    "text_config": {
-        "vocab_size": len(TINY_VOCAB) + 2,  # + [DEC] + [ENC]
-        "hidden_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
-        "max_position_embeddings": 64,
-    },
+    "vision_config": {**_TINY_VIT, "layer_norm_eps": 1e-6},
+    "text_config": {**_TINY_LAYERS, "vocab_size": len(TINY_VOCAB) + 2, "max_position_embeddings": 64},  # + [DEC] + [ENC]
     "image_text_hidden_size": 16,
 }
 

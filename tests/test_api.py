@@ -17,7 +17,7 @@ from covr.data.toy import generate_toy_dataset
 from covr.data import transforms  # (not `import test_transform`: pytest would collect it)
 from covr.data.video import load_frames
 from covr.models import build_retriever, checkpoint_payload
-from covr.models.similarity import similarity
+from covr.similarity import similarity
 from covr.tools.convert_checkpoint import main as convert_main
 
 MARKER = "<!-- example: covr.load"
@@ -44,15 +44,24 @@ def _readme_example() -> str:
     return block.group(1)
 
 
-def test_readme_example_runs_on_toy_data(toy, monkeypatch, capsys):
-    """README: toy data, a covr checkpoint converted to models/toy, then the python block verbatim."""
-    monkeypatch.chdir(toy)
-    _tiny_checkpoint(toy / "final.ckpt")
-    assert convert_main(["final.ckpt", "models/toy"]) == 0
+def test_readme_example_runs_after_the_main_job(toy, tmp_path, monkeypatch, capsys):
+    """README: the python block verbatim, in a folder laid out as the main job leaves the repository
+    root (toy data in data/toy, one folder per stage under runs/toy/<run_id>/), with two runs: the
+    block must take the latest. The model folder the README's conversion writes loads too."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "toy").symlink_to(toy / "toy")
+    older, latest = (tmp_path / "runs" / "toy" / run / "stage2" / "checkpoints" for run in ("2026-01-01_09-00-00", "2026-01-02_09-00-00"))
+    older.mkdir(parents=True)
+    (older / "final.ckpt").write_bytes(b"not the latest run")  # loading it would fail
+    latest.mkdir(parents=True)
+    _tiny_checkpoint(latest / "final.ckpt")
+    monkeypatch.chdir(tmp_path)
     exec(compile(_readme_example(), "README.md", "exec"), {"__name__": "__main__"})
     lines = capsys.readouterr().out.strip().splitlines()
     ranked = [line for line in lines if line.endswith(".mp4") and not line.startswith("expected")]
-    assert len(ranked) == 5 and lines[-1].startswith("expected: toy/videos/")
+    assert len(ranked) == 5 and lines[-1].startswith("expected: data/toy/videos/")
+    assert convert_main([str(latest / "final.ckpt"), "models/toy"]) == 0
+    assert covr.load("models/toy", device="cpu").model.identity == covr.load(latest / "final.ckpt", device="cpu").model.identity
     scores = [float(line.split()[0]) for line in ranked]
     assert scores == sorted(scores, reverse=True)
 

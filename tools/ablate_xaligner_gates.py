@@ -42,6 +42,7 @@ from omegaconf import OmegaConf  # noqa: E402
 import covr.training.config  # noqa: E402,F401  (resolvers)
 from covr.training.config import plain  # noqa: E402
 from covr.training.run import test_checkpoint, train  # noqa: E402
+from covr.tools import HelpFormatter  # noqa: E402
 
 VARIANTS = {  # name: config overrides
     "output": ["model.xaligner.residual=output"],
@@ -108,15 +109,18 @@ def _mean_sd(values: list[float], digits: int = 2) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=REPO / "runs" / "ablate_xaligner_gates")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1234, 1])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "ablate_xaligner_gates", help="run folders; finished stages are reused")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1234, 1], help="X-Aligner initialisation and data-order seeds")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), help="residual variants to train")
     parser.add_argument("--recipe-targets", type=int, default=131_000, help="unique targets per epoch (WebVid-CoVR train)")
-    parser.add_argument("--recipe-gpus", type=int, default=8)
+    parser.add_argument("--recipe-gpus", type=int, default=8, help="GPUs of the recipe whose step counts are reproduced")
     parser.add_argument("--no-baseline", action="store_true", help="skip the CoVR-2 (no X-Aligner) row")
     args = parser.parse_args()
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    progress = logging.getLogger("covr.training.progress")  # a line every 30 s of each training (stage, step, loss, ETA)
+    progress.setLevel(logging.INFO)
+    progress.addHandler(logging.StreamHandler(sys.stdout))
     start = time.time()
 
     stage1, steps1 = recipe_stage("xaligner_blip2_stage1", args.recipe_targets, args.recipe_gpus)
@@ -151,8 +155,9 @@ def main() -> None:
         results = {}
         for seed in args.seeds:
             folder = args.out / "covr2" / f"seed{seed}"
-            last = run_stage(folder / "stage2", 2, backbone, covr2, steps_covr2, seed, ["model/head=covr2"])
+            last = run_stage(folder / "stage2", 2, backbone, covr2, steps_covr2, seed, ["model/head=joint"])
             results.setdefault("R1_stage2", []).append(test_r1(last, folder / "test2"))
+            print(f"[{time.time() - start:.0f} s] CoVR-2 baseline seed {seed}: R@1 {results['R1_stage2'][-1]:.2f}", flush=True)
         rows.append(("covr2 (no X-Aligner)", results))
 
     (args.out / "ablation.json").write_text(json.dumps({"r1_untrained": r1_init, "steps": [steps1, steps2, steps_covr2], "rows": dict(rows)}, indent=1))

@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 from covr.data.collate import collate_covr  # noqa: E402
 from covr.data.shared_slots import SlotDataLoader  # noqa: E402
 from covr.data.toy import COLUMNS, generate_toy_dataset  # noqa: E402
+from covr.tools import HelpFormatter  # noqa: E402
 from covr.data.transforms import build_transform  # noqa: E402
 from covr.data.video import load_frames  # noqa: E402
 from covr.data.webvid_covr import WebVidCoVRDataset  # noqa: E402
@@ -176,13 +177,13 @@ def _config_augment(name: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--clips", choices=["toy", "webvid-sized"], default="toy")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--clips", choices=["toy", "webvid-sized"], default="toy", help="toy 64-px clips or synthetic WebVid-sized H.264 clips")
     parser.add_argument("--data", default=None, help="data folder (default data/toy or data/.benchmark-webvid-sized; generated if absent)")
-    parser.add_argument("--num-workers", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--num-workers", type=int, default=2, help="loader worker processes (both loaders)")
+    parser.add_argument("--batch-size", type=int, default=32, help="samples per batch")
     parser.add_argument("--image-size", type=int, default=None, help="model input size (default 64 toy, 224 webvid-sized)")
-    parser.add_argument("--num-target-frames", type=int, default=15)
+    parser.add_argument("--num-target-frames", type=int, default=15, help="decoded target frames per sample (--targets frames)")
     parser.add_argument("--augment", nargs="+", default=None, choices=["toy", "webvid_covr"],
                         help="data configs whose augmentation to time (default: toy clips both, webvid-sized webvid_covr)")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timing runs; the best of each is shown")
@@ -233,11 +234,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.plain_loader:
         runs += [(f"torch DataLoader ({name})", dataset, False) for name, dataset in datasets.items()]
     raw, loaded = (0.0, 0.0), {name: (0.0, 0.0) for name, _, _ in runs}
-    for _ in range(args.repeats):  # interleaved, best of: robust to other load on a shared machine
+    start = time.perf_counter()
+    for repeat in range(args.repeats):  # interleaved, best of: robust to other load on a shared machine
         decoded_target_frames = args.num_target_frames if store is None else 0
         raw = tuple(map(max, raw, raw_decode_rate(paths, args.num_workers, decoded_target_frames)))
         for name, dataset, slots in runs:
             loaded[name] = tuple(map(max, loaded[name], loader_rate(dataset, args.num_workers, args.batch_size, slots)))
+        print(f"[{time.perf_counter() - start:.0f} s] run {repeat + 1}/{args.repeats} of every loader timed", file=sys.stderr, flush=True)
     width = max(len(name) for name in loaded)
     print(f"{'':{width}}  samples/s (wall)  samples per CPU-second  ratio to raw (wall / CPU)")
     print(f"{'raw decode':{width}}  {raw[0]:16.1f}  {raw[1]:22.1f}")

@@ -27,16 +27,15 @@ import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from covr.data.toy import toy_vocabulary  # noqa: E402
-from covr.models.build import (  # noqa: E402
-    STATE_PREFIX, build_retriever, checkpoint_build_config, checkpoint_payload, checkpoint_state, load_covr_weights,
-    retriever_from_checkpoint,
-)  # fmt: skip
+from covr.tools import HelpFormatter  # noqa: E402
+from covr.models.build import build_retriever, load_covr_weights, retriever_from_checkpoint  # noqa: E402
+from covr.models.covr_checkpoint import STATE_PREFIX, checkpoint_build_config, checkpoint_payload, checkpoint_state  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--vision-layers", type=int, default=12, help="ViT blocks (39 = BLIP-2 ViT-g as LAVIS runs it)")
-    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--image-size", type=int, default=224, help="ViT input size")
     parser.add_argument("--repeats", type=int, default=2, help="best of")
     args = parser.parse_args(argv)
 
@@ -57,7 +56,8 @@ def main(argv: list[str] | None = None) -> None:
         return model
 
     times = {"full init + load": [], "covr (init skipped) + load": []}
-    for _ in range(args.repeats):
+    for repeat in range(args.repeats):
+        print(f"timing run {repeat + 1}/{args.repeats} (both loaders)", file=sys.stderr, flush=True)
         for name, fn in (("full init + load", full_init), ("covr (init skipped) + load", lambda: retriever_from_checkpoint(obj, "benchmark"))):
             gc.collect()
             start = time.perf_counter()

@@ -26,6 +26,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from covr.eval.topk import topk_faiss, topk_similarity  # noqa: E402
+from covr.tools import HelpFormatter  # noqa: E402
 
 CASES = {"circo": (800, 123_403), "1m": (1_000, 1_000_000)}
 K = 50
@@ -107,10 +108,10 @@ def measure(case: str, method: str, scale: float, dim: int, timeout: float, repe
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--quick", action="store_true", help="10x smaller cases")
     parser.add_argument("--scale", type=float, default=None, help="multiply case sizes (default 1; 0.1 with --quick)")
-    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--dim", type=int, default=256, help="embedding width")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per measurement")
     parser.add_argument("--repeat", type=int, default=1, help="time the fastest of N runs (peak memory covers all)")
     parser.add_argument("--worker", nargs=2, metavar=("CASE", "METHOD"), help=argparse.SUPPRESS)
@@ -128,7 +129,7 @@ def main() -> None:
     except ImportError:
         pass
     threads = torch.get_num_threads()
-    print(f"top-{K}, E = {args.dim}, fp32, CPU, {threads} threads; memory = peak RSS above the embeddings")
+    print(f"top-{K}, E = {args.dim}, fp32, CPU, {threads} threads; memory = peak RSS above the embeddings", flush=True)
     print(f"{'case':<22}{'method':<16}{'time (s)':>10}{'peak MB':>10}  {'result':<14}notes")
     for case in CASES:
         figures = {}
@@ -140,12 +141,12 @@ def main() -> None:
         for method, f in figures.items():
             label = f"{f['shape'][0]} x {f['shape'][1]:,}" if "shape" in f else case
             if "error" in f:
-                print(f"{label:<22}{method:<16}{'-':>10}{'-':>10}  {'':<14}{f['error']}")
+                print(f"{label:<22}{method:<16}{'-':>10}{'-':>10}  {'':<14}{f['error']}", flush=True)
                 continue
             same = "same top-K" if f["digest"] == figures["covr"].get("digest") else f["digest"]
             note = f"embeddings {f['data_mb']:.0f} MB" + ("" if f["reset"] else "; peak counter not resettable")
             same = same if method != "covr" else ""
-            print(f"{label:<22}{method:<16}{f['seconds']:>10.2f}{f['peak_mb']:>10.0f}  {same:<14}{note}")
+            print(f"{label:<22}{method:<16}{f['seconds']:>10.2f}{f['peak_mb']:>10.0f}  {same:<14}{note}", flush=True)
         covr = figures["covr"]
         for method in ("naive-topk", "naive-argsort"):
             f = figures.get(method, {})

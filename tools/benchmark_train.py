@@ -42,6 +42,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 import covr.training.config  # noqa: E402,F401  (resolvers used by the model configs)
 from covr.losses import ContrastiveLoss  # noqa: E402
 from covr.models import build_retriever  # noqa: E402
+from covr.tools import HelpFormatter  # noqa: E402
 from covr.training.optim import make_optimizer, parameter_groups  # noqa: E402
 
 SETTINGS = {  # name: (bf16 autocast, backbone attention, activation checkpointing, fused AdamW: None = on CUDA)
@@ -190,6 +191,7 @@ def run(args: argparse.Namespace, cfg: dict) -> list[Row]:
     device = torch.device(args.device)
     peak = peak_tflops(device, args.peak_tflops)
     rows = []
+    total, start = len(args.stages) * len(args.frames) * len(args.settings), time.perf_counter()
     for stage in args.stages:
         for frames in args.frames:
             flops = 0
@@ -198,6 +200,7 @@ def run(args: argparse.Namespace, cfg: dict) -> list[Row]:
                 if not flops:  # model FLOPs: the first setting's step (baseline: no recomputation)
                     flops = step.model_flops()
                 rows.append(measure(step, device, args.warmup, args.steps, args.batch_size, flops, peak, setting, stage, frames))
+                print(f"[{time.perf_counter() - start:.0f} s] row {len(rows)}/{total} measured: stage {stage}, {frames} frame(s), {setting}", file=sys.stderr, flush=True)
                 del step
                 gc.collect()
                 if device.type == "cuda":
@@ -228,16 +231,16 @@ def describe(args: argparse.Namespace, cfg: dict) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--backbone", default="blip2_tiny", help="conf/model/backbone/<name>.yaml (weights replaced by random init)")
     parser.add_argument("--image-size", type=int, default=None, help="frame size (default: the backbone config's)")
     parser.add_argument("--batch-size", type=int, default=8, help="samples per step (per process)")
-    parser.add_argument("--stages", type=int, nargs="+", default=[1, 2], choices=[1, 2])
+    parser.add_argument("--stages", type=int, nargs="+", default=[1, 2], choices=[1, 2], help="training stages to measure")
     parser.add_argument("--frames", type=int, nargs="+", default=[1, 4], help="reference (query) frames")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS), help="the first is the ratio's base")
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per row")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda when available, else cpu")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads); 1 gives stable CPU timings on a busy machine")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak, for MFU")
     parser.add_argument("--override", action="append", default=[], help="Hydra override of the model config, e.g. model.xaligner.num_blocks=4")

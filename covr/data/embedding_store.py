@@ -1,5 +1,6 @@
 """On-disk store of per-frame target embeddings (e.g. 131k videos x 15 frames x [32, 256] fp16), or of
 target-caption text features (``kind="text"``: one [E] row per cleaned caption, keyed by the text).
+Hand-written on purpose, because: numpy memmaps (no new dependency) already give zero-copy random row reads; the code on top is only the shard and resume bookkeeping described below.
 
 Layout of a store folder (format version 1)::
 
@@ -62,7 +63,7 @@ class EmbeddingStore:
         path = Path(path)
         meta_path = path / "meta.json"
         if not meta_path.is_file():
-            raise EmbeddingStoreError(f"{path} is not an embedding store (no meta.json); write one with tools/extract_embeddings.py")
+            raise EmbeddingStoreError(f"{path} is not an embedding store (no meta.json); write one with covr-extract-embeddings")
         meta = json.loads(meta_path.read_text())
         if meta.get("format_version") != FORMAT_VERSION:
             raise EmbeddingStoreError(f"store {path} has format version {meta.get('format_version')}, this code reads {FORMAT_VERSION}; re-extract it")

@@ -1,5 +1,5 @@
 """Offline extraction of per-frame target embeddings (and of target-caption text features) into an
-``EmbeddingStore`` (the core of tools/extract_embeddings.py).
+``EmbeddingStore`` (the core of covr-extract-embeddings).
 
 The encoder is anything with the retriever's target interface::
 
@@ -33,6 +33,8 @@ from covr.data.errors import VideoDecodeError
 from covr.data.text import clean_text
 from covr.data.transforms import TestTransform, to_model_input
 from covr.data.video import IMAGE_SUFFIXES, load_frames
+from covr.progress import Progress
+from covr.progress import progress as iterate
 
 log = logging.getLogger(__name__)
 VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".avi", ".mov"}
@@ -138,9 +140,7 @@ def extract_embeddings(
         _FramesDataset(videos, pending, num_frames, size), batch_size=batch_size, num_workers=num_workers,
         collate_fn=_collate, pin_memory=torch.device(device).type == "cuda",
     )  # fmt: skip
-    from tqdm import tqdm
-
-    with tqdm(total=len(pending), disable=not progress, unit="video", desc=f"shard {shard_id}/{num_shards}") as bar:
+    with Progress(len(pending), f"extract shard {shard_id}/{num_shards}", unit="videos", enabled=progress) as bar:
         for batch in loader:
             for row, reason in batch["failed"]:
                 log.warning("cannot encode %s: %s", ids[row], reason)
@@ -188,9 +188,7 @@ def extract_caption_embeddings(
     writer = store.writer(0)
     pending = writer.pending_rows()
     result = ExtractionResult(store, already_done=len(texts) - len(pending))
-    from tqdm import tqdm
-
-    for start in tqdm(range(0, len(pending), batch_size), disable=not progress, unit="batch", desc="captions"):
+    for start in iterate(range(0, len(pending), batch_size), "extract captions", unit="batches", enabled=progress):
         rows = pending[start : start + batch_size]
         features = encoder.encode_text([texts[i] for i in rows.tolist()])  # [B, E]
         writer.write(rows, features.float().cpu().numpy()[:, None], np.ones(len(rows), dtype=np.int32))

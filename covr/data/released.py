@@ -99,7 +99,9 @@ def read_all_embs(path: str | Path, family: str) -> dict[str, Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise EmbeddingStoreError(f"{path}: not a readable weights-only torch file ({type(error).__name__}: {error})") from None
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [""]
+        detail = next((line for line in lines if "WeightsUnpickler error" in line), lines[0])  # torch's message spans lines
+        raise EmbeddingStoreError(f"{path}: not a readable weights-only torch file ({type(error).__name__}: {detail})") from None
     if not isinstance(obj, dict) or "ids" not in obj or "embs" not in obj:
         raise EmbeddingStoreError(f"{path}: expected {{'ids': [...], 'embs': tensor}}, got {type(obj).__name__} with keys {list(obj)[:5] if isinstance(obj, dict) else ''}")
     ids, embs = [str(i) for i in obj["ids"]], obj["embs"]

@@ -30,7 +30,7 @@ from covr.data.skips import append_skip
 from covr.data.text import clean_text
 from covr.data.transforms import TestTransform, build_transform
 from covr.data.video import IMAGE_SUFFIXES, load_frames, sample_indices
-from covr.models.similarity import score_weights
+from covr.similarity import score_weights
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ import numpy as np
 from torch import Tensor
 
 from covr.eval.datasets.base import Query
-from covr.eval.encoding import GalleryEmbeddings
+from covr.eval.encoding import ItemEmbeddings
 from covr.eval.scoring import TaskRanking
 
 
@@ -60,7 +60,7 @@ def _scores_matrix(lists: Sequence[Sequence[float] | None], width: int | None = 
     return out
 
 
-def write_embeddings(path: Path, queries: Sequence[Query], query_tokens: Tensor, gallery: GalleryEmbeddings, video: bool) -> Path:
+def write_embeddings(path: Path, queries: Sequence[Query], query_tokens: Tensor, gallery: ItemEmbeddings, video: bool) -> Path:
     """embeddings.npz (see the module docstring); the gallery must be kept at level "frames"."""
     if gallery.level != "frames":
         raise ValueError("embedding dumps need the gallery's per-frame tokens (level 'frames')")

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from covr.data.embedding_store import EmbeddingStore
 from covr.eval.datasets.base import Query
 from covr.eval.frames import iterate_frames
-from covr.models.similarity import pool_frames, pool_tokens
+from covr.similarity import pool_frames, pool_tokens
 
 
 @dataclass
@@ -39,8 +39,9 @@ class FrameOptions:
 
 
 @dataclass
-class GalleryEmbeddings:
-    """Embeddings of the readable gallery items (gallery order) and the unreadable ones skipped."""
+class ItemEmbeddings:
+    """A benchmark gallery encoded for scoring: the readable items' embeddings by id (gallery order)
+    at the protocol's level, the unreadable items skipped, and where the embeddings came from."""
 
     ids: list[str]
     embeddings: Tensor  # level "frames": [G, F, Q, E]; "tokens": [G, Q, E]; "mean": [G, E]
@@ -70,7 +71,7 @@ def encode_gallery(
     device: torch.device,
     dtype: torch.dtype = torch.float32,
     description: str = "gallery",
-) -> GalleryEmbeddings:
+) -> ItemEmbeddings:
     """Encode every readable gallery file; files that fail to decode are skipped and listed."""
     store: Tensor | None = None
     mask_store = torch.zeros(len(ids), frames.num_frames, dtype=torch.bool)
@@ -101,12 +102,12 @@ def encode_gallery(
     complete = len(kept) == len(ids)
     embeddings = store if complete else store[: len(kept)].clone()
     frame_mask = (mask_store if complete else mask_store[: len(kept)].clone()) if level == "frames" else None
-    return GalleryEmbeddings([ids[i] for i in kept], embeddings, frame_mask, level, skipped)
+    return ItemEmbeddings([ids[i] for i in kept], embeddings, frame_mask, level, skipped)
 
 
 def gallery_from_store(
     store: EmbeddingStore, ids: Sequence[str], level: str, renormalise: bool, dtype: torch.dtype = torch.float32
-) -> GalleryEmbeddings:
+) -> ItemEmbeddings:
     """A gallery read from precomputed per-frame embeddings (e.g. CoVR's released ones, imported);
     ids without embeddings are skipped with that reason."""
     present = [i for i in ids if i in store]
@@ -120,7 +121,7 @@ def gallery_from_store(
         mask[row, :n] = True
     if level != "frames":
         embeddings = reduce_frames(embeddings.float(), mask, level, renormalise).to(dtype)
-    return GalleryEmbeddings(present, embeddings, mask if level == "frames" else None, level, skipped, cache="store")
+    return ItemEmbeddings(present, embeddings, mask if level == "frames" else None, level, skipped, cache="store")
 
 
 def encode_queries(

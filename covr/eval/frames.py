@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from covr.data.collate import pad_frames
 from covr.data.transforms import TestTransform
 from covr.data.errors import CovrDataError
 from covr.eval.media import Media, load_media
+from covr.progress import progress
 
 
 def _load_frames(item: Media, num_frames: int, strategy: str) -> np.ndarray | Tensor:
@@ -98,4 +98,4 @@ def iterate_frames(
         collate_fn=collate_frames,
         shuffle=False,
     )
-    yield from tqdm(loader, desc=description, unit="batch", leave=False, dynamic_ncols=True)
+    yield from progress(loader, description or "encode", unit="batches")

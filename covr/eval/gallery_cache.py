@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from covr.eval.encoding import FrameOptions, GalleryEmbeddings, encode_gallery
+from covr.eval.encoding import FrameOptions, ItemEmbeddings, encode_gallery
 from covr.eval.media import Media, media_key
 
 CACHE_FORMAT = 3
@@ -61,7 +61,7 @@ def _segments(cache_dir: Path, key: str) -> list[dict[str, Any]]:
     return segments
 
 
-def _write_segment(cache_dir: Path, key: str, fields: Mapping[str, Any], keys: Sequence[str], result: GalleryEmbeddings, skipped: list) -> None:
+def _write_segment(cache_dir: Path, key: str, fields: Mapping[str, Any], keys: Sequence[str], result: ItemEmbeddings, skipped: list) -> None:
     name = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:12]
     path = cache_dir / f"{key[:20]}-{name}.pt"
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -83,7 +83,7 @@ def cached_gallery(
     cache_dir: Path | None,
     key_fields: Mapping[str, Any],
     description: str = "gallery",
-) -> GalleryEmbeddings:
+) -> ItemEmbeddings:
     """`encode_gallery` for the items no cache segment of this key holds; the rest read from the cache.
 
     `cache` of the result: "off", "hit" (nothing encoded), "miss" (everything encoded) or
@@ -124,7 +124,7 @@ def cached_gallery(
 
 def _assemble(
     segments: list[dict[str, Any]], where: list[tuple[int, int]], ids: list[str], level: str, skipped: list, encoded: int, total: int
-) -> GalleryEmbeddings:
+) -> ItemEmbeddings:
     """The kept items' rows gathered from their segments, in gallery order."""
     sample = next((s["embeddings"] for s in segments if len(s["embeddings"])), None)
     shape = tuple(sample.shape[1:]) if sample is not None else (0,)
@@ -140,4 +140,4 @@ def _assemble(
         if frame_mask is not None:
             frame_mask[out_rows] = segment["frame_mask"][seg_rows]
     cache = "hit" if encoded == 0 else "miss" if encoded == total else f"partial ({encoded} of {total} encoded)"
-    return GalleryEmbeddings(ids, embeddings, frame_mask, level, skipped, cache)
+    return ItemEmbeddings(ids, embeddings, frame_mask, level, skipped, cache)

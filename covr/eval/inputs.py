@@ -15,7 +15,7 @@ from torch import nn
 from covr.data.embedding_store import EmbeddingStore
 from covr.eval.captions import query_captions
 from covr.eval.datasets.base import Benchmark, Query, RetrievalTask
-from covr.eval.encoding import FrameOptions, GalleryEmbeddings, gallery_from_store
+from covr.eval.encoding import FrameOptions, ItemEmbeddings, gallery_from_store
 from covr.eval.frames import PREPROCESSING
 from covr.eval.gallery_cache import cached_gallery
 from covr.eval.protocols import ScoringProtocol
@@ -63,7 +63,7 @@ def prepared_queries(task: RetrievalTask, cfg: Mapping[str, Any], rule: str) -> 
 def gallery_embeddings(
     retriever: nn.Module, benchmark: Benchmark, task: RetrievalTask, keep: list[int], cfg: Mapping[str, Any], run: RunSettings,
     protocol: ScoringProtocol, level: str,
-) -> GalleryEmbeddings:
+) -> ItemEmbeddings:
     """The task's gallery (items at positions `keep`) at `level`, from the store, the cache or the encoder."""
     ids = [task.gallery.ids[i] for i in keep]
     renormalise = protocol.renormalise and level != "frames"

@@ -1,4 +1,5 @@
 """Retrieval metrics as pure functions over ranked id lists.
+Hand-written on purpose, because: library retrieval metrics do not compute the benchmarks' own variants (CIRR subset recall, CIRCO mAP over several ground truths, EgoCVR's any-correct recall).
 
 `ranked[i]` is query i's gallery ids, best first, without duplicates (reference already removed
 where the protocol says so). Every metric returns a percentage averaged over queries.

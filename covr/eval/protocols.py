@@ -37,7 +37,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
-from covr.models.similarity import SimilarityMode, check_mode
+from covr.similarity import SimilarityMode, check_mode
 
 
 @dataclass(frozen=True)

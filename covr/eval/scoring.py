@@ -15,10 +15,10 @@ from torch import Tensor
 
 from covr.eval import metrics as M
 from covr.eval.datasets.base import Protocol, Query
-from covr.eval.encoding import GalleryEmbeddings, reduce_frames
+from covr.eval.encoding import ItemEmbeddings, reduce_frames
 from covr.eval.protocols import ScoringProtocol
 from covr.eval.topk import rank_candidates, topk_faiss, topk_similarity, topk_within
-from covr.models.similarity import pool_frames, pool_tokens, score_weights
+from covr.similarity import pool_frames, pool_tokens, score_weights
 
 Rankings = list[list[str]]
 ROW_CHUNK = 256  # query rows pooled at a time ("rows" columns): bounds the [rows, F, Q, E] gather
@@ -60,7 +60,7 @@ def _cosine(protocol: ScoringProtocol) -> bool:
 
 
 def build_columns(
-    protocol: ScoringProtocol, queries: Sequence[Query], gallery: GalleryEmbeddings, listing: Sequence[tuple[str, str]] | None = None
+    protocol: ScoringProtocol, queries: Sequence[Query], gallery: ItemEmbeddings, listing: Sequence[tuple[str, str]] | None = None
 ) -> Columns:
     """Gallery columns of a protocol: one per item, one per entry of the benchmark's `listing`
     (repeated items repeated; entries whose item is not in the gallery left out), or one per query

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from covr.models.similarity import POOLED_QUERY_MODES, SimilarityMode, check_mode, pool_tokens, similarity
+from covr.similarity import POOLED_QUERY_MODES, SimilarityMode, check_mode, pool_tokens, similarity
 
 DEFAULT_BLOCK_ELEMENTS = 1 << 25  # 32M scores (128 MB fp32) per block
 

@@ -1,8 +1,10 @@
-"""Factories: a retriever from a plain config dict, and from a covr checkpoint.
+"""Factories: a backbone or retriever from a plain config dict, from weights of any recognised
+format, or from a covr checkpoint / model folder. Families are reached only through
+covr.models.families.FAMILIES; files are read and recognised by covr.models.formats.
 
 Config (conf/model/*.yaml, passed here as a plain dict; model code never imports Hydra):
     backbone: {family, weights, vision_weights, tokenizer, spec, image_size, attn_implementation, strict}
-    query_head: xaligner | covr2
+    query_head: xaligner | joint
     xaligner: {num_blocks, width, num_heads, order, schedule, visual_memory, use_caption, init, ...}
     reference_frames: middle | all
     max_text_length: 32
@@ -23,35 +25,80 @@ from typing import Any
 
 from torch import Tensor
 
-from covr.models.backbone import Backbone
-from covr.models.blip2_loading import build_blip2_backbone
-from covr.models.blip_loading import build_blip_random_backbone
+from covr.models.backbone import Backbone, WeightsOptions
 from covr.models.checkpoint_io import CheckpointError, load_state, read_checkpoint, skip_weight_init
+from covr.models.covr_checkpoint import checkpoint_build_config, checkpoint_state, trained_from_stage0
+from covr.models.families import FAMILIES, get_family
+from covr.models.folder import read_model_folder
+from covr.models.formats import Source, check_family, inspect_source, unwrap_state
 from covr.models.retriever import ComposedRetriever
+from covr.models.tokenizer import build_tokenizer
 from covr.models.xaligner import XAlignerConfig
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_KEY = "covr"  # top-level key covr's Lightning checkpoints carry (config + vocabulary)
-STATE_PREFIX = "model."  # the LightningModule holds the retriever as `self.model`
-
-
-FAMILIES = ("blip2", "blip")
+DEFAULT_TOKENIZER = "bert-base-uncased"  # LAVIS and CoVR files carry no vocabulary; both families use this one
 
 
 def build_backbone(cfg: Mapping[str, Any]) -> Backbone:
     """Backbone from its config: random init from `spec` when `weights` is null, else weights of any
-    supported format (detected; see covr.models.loading), checked against `family`."""
-    family = cfg.get("family", "blip2")
-    if family not in FAMILIES:
-        raise ValueError(f"unknown backbone family {family!r}; expected one of {', '.join(FAMILIES)}")
-    if cfg.get("weights") is not None:
-        from covr.models.loading import load_backbone_weights  # loading builds retrievers too
+    supported format (detected; see `backbone_from_weights`), checked against `family`.
 
-        return load_backbone_weights(cfg)
-    if family == "blip":
-        return build_blip_random_backbone(cfg)
-    return build_blip2_backbone(cfg)
+    Random init: `spec` (architecture, transformers field names), `tokenizer` (a vocabulary source:
+    list, vocab.txt, folder, hub id), `image_size`, `seed`, `attn_implementation`."""
+    family = get_family(cfg.get("family", "blip2"))
+    if cfg.get("weights") is not None:
+        return backbone_from_weights(cfg)
+    if cfg.get("tokenizer") is None:
+        raise ValueError("a randomly initialised backbone needs `tokenizer` (a vocabulary source)")
+    spec = copy.deepcopy(dict(cfg.get("spec") or {}))
+    if cfg.get("image_size") is not None:
+        spec.setdefault("vision_config", {})["image_size"] = cfg["image_size"]
+    tokenizer = build_tokenizer(cfg["tokenizer"], family.name)
+    return family.random(spec, tokenizer, seed=cfg.get("seed"), attn_implementation=cfg.get("attn_implementation", "sdpa"))
+
+
+def backbone_from_weights(cfg: Mapping[str, Any], source: Source | None = None) -> Backbone:
+    """Backbone from `cfg["weights"]` in any supported format, checked against `cfg["family"]`.
+
+    cfg keys (conf/model/backbone/*.yaml): family, weights, tokenizer, spec (what shapes cannot
+    tell: heads, eps; and the run image size), image_size, vision_weights (BLIP-2 stage-1 files),
+    attn_implementation (BLIP-2), strict. `source`: `cfg["weights"]` already inspected."""
+    src = source if source is not None else inspect_source(cfg["weights"])
+    check_family(src, cfg.get("family"))
+    if src.kind == "covr_folder":
+        return load_model_folder(src.location).backbone
+    if src.kind == "covr_checkpoint":
+        return retriever_from_checkpoint(src.obj, src.location).backbone
+    family = FAMILIES[src.family]
+    options = WeightsOptions(
+        spec=copy.deepcopy(dict(cfg.get("spec") or {})),
+        image_size=cfg.get("image_size"),
+        attn_implementation=cfg.get("attn_implementation", "sdpa"),
+        strict=cfg.get("strict", True),
+        source=src.location,
+    )
+    tokenizer = build_tokenizer(cfg["tokenizer"], src.family) if cfg.get("tokenizer") is not None else None
+    if src.kind == "transformers":
+        return family.from_pretrained(src.location, tokenizer, options)
+    state, layout = src.state, src.layout
+    if layout == "covr retriever":  # its backbone, without the frozen target-path copy
+        state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.") and not k.startswith("backbone.target_path.")}
+        layout = family.key_layout(state)
+    if cfg.get("vision_weights"):
+        options.vision_state = unwrap_state(read_checkpoint(cfg["vision_weights"]))
+    return family.from_state(state, layout, tokenizer if tokenizer is not None else _default_tokenizer(src), options)
+
+
+def _default_tokenizer(src: Source):
+    try:
+        return build_tokenizer(DEFAULT_TOKENIZER, src.family)
+    except OSError as err:
+        first = (str(err).strip().splitlines() or ["not found"])[0][:160]
+        raise CheckpointError(
+            f"{src.location} carries no vocabulary and {DEFAULT_TOKENIZER} could not be loaded ({first}); "
+            "pass tokenizer= a vocab.txt, a tokenizer folder or a hub id"
+        ) from None
 
 
 def build_retriever(cfg: Mapping[str, Any], backbone: Backbone | None = None) -> ComposedRetriever:
@@ -69,7 +116,7 @@ def build_retriever(cfg: Mapping[str, Any], backbone: Backbone | None = None) ->
     if cfg.get("init_from"):
         obj = read_checkpoint(cfg["init_from"])
         state = checkpoint_state(obj, cfg["init_from"])
-        from_stage0 = obj[CHECKPOINT_KEY]["model_config"].get("stage") == 0
+        from_stage0 = trained_from_stage0(obj)
         if from_stage0:  # stage 0 never trains X-Aligner: keep this model's fresh one (any variant), or none
             state = {k: v for k, v in state.items() if not k.startswith("xaligner.")}
             state.update({f"xaligner.{k}": v for k, v in (model.xaligner.state_dict() if model.xaligner is not None else {}).items()})
@@ -81,25 +128,6 @@ def build_retriever(cfg: Mapping[str, Any], backbone: Backbone | None = None) ->
     if cfg.get("gradient_checkpointing"):  # recompute activations in backward: same gradients, less memory
         model.set_gradient_checkpointing(True)
     return model
-
-
-def checkpoint_payload(model: ComposedRetriever, cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """What covr stores beside the weights so a checkpoint rebuilds offline: the model config,
-    the backbone's architecture spec and its vocabulary."""
-    vocab = model.backbone.tokenizer.get_vocab()
-    return {
-        "model_config": copy.deepcopy(dict(cfg)),
-        "family": model.backbone.family,
-        "spec": model.backbone.spec,
-        "vocab": [tok for tok, _ in sorted(vocab.items(), key=lambda kv: kv[1])],
-    }
-
-
-def checkpoint_state(obj: Mapping[str, Any], source: str) -> dict[str, Tensor]:
-    """The retriever's weights from a covr (Lightning) checkpoint."""
-    if CHECKPOINT_KEY not in obj or "state_dict" not in obj:
-        raise CheckpointError(f"{source} is not a covr checkpoint (no '{CHECKPOINT_KEY}' and 'state_dict' entries)")
-    return {k[len(STATE_PREFIX):]: v for k, v in obj["state_dict"].items() if k.startswith(STATE_PREFIX)}
 
 
 def load_covr_weights(model: ComposedRetriever, state: Mapping[str, Tensor], source: str, strict: bool = True) -> None:
@@ -134,19 +162,9 @@ def retriever_from_checkpoint(obj: Mapping[str, Any], path: str, stage: int | No
     return model
 
 
-def checkpoint_build_config(obj: Mapping[str, Any], path: str) -> dict[str, Any]:
-    """The retriever config a covr checkpoint rebuilds from: its model config with a weightless
-    backbone of the stored architecture and vocabulary (the checkpoint's weights are loaded after)."""
-    if CHECKPOINT_KEY not in obj:
-        raise CheckpointError(f"{path} is not a covr checkpoint (no '{CHECKPOINT_KEY}' entry)")
-    meta = obj[CHECKPOINT_KEY]
-    cfg = copy.deepcopy(meta["model_config"])
-    cfg["backbone"] = {
-        "family": meta["family"],
-        "weights": None,
-        "spec": meta["spec"],
-        "tokenizer": meta["vocab"],
-        "attn_implementation": cfg.get("backbone", {}).get("attn_implementation", "sdpa"),
-    }
-    cfg["init_from"] = None
-    return cfg
+def load_model_folder(path: str | Path, strict: bool = True) -> ComposedRetriever:
+    """Rebuild a retriever from a covr model folder, offline (eval mode)."""
+    cfg, state, weights = read_model_folder(path)
+    model = build_retriever(cfg)
+    load_covr_weights(model, state, weights, strict)
+    return model.eval()

@@ -3,22 +3,25 @@
     <folder>/config.json        {"covr_format", "covr_version", family, spec, query_head, xaligner, ...}
     <folder>/model.safetensors  the retriever's state dict (backbone.*, xaligner.*)
     <folder>/tokenizer files    written by the tokenizer's save_pretrained
-    <folder>/README.md          model card (where the weights came from; see tools/convert_checkpoint.py)
+    <folder>/README.md          model card (where the weights came from; see covr-convert-checkpoint)
+
+Writes and reads plain data only: building the retriever a folder describes is covr.models.build's.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 
-import covr
-from covr.models.build import build_retriever, load_covr_weights
 from covr.models.checkpoint_io import CheckpointError
-from covr.models.formats import FOLDER_KEY
+from covr.models.formats import FOLDER_KEY, read_weights_file
+from covr.models.heads import default_stage
 from covr.models.retriever import ComposedRetriever
+from covr.version import __version__
 
 FORMAT = "covr.model_folder/1"
 CONFIG_NAME = "config.json"
@@ -28,7 +31,7 @@ CARD_NAME = "README.md"
 
 def folder_config(model: ComposedRetriever) -> dict[str, Any]:
     """What rebuilds the retriever without weights: its architecture, head and training stage."""
-    return {FOLDER_KEY: FORMAT, "covr_version": covr.__version__, **model.describe(), "stage": model.stage, "query_frames": model.query_frames}
+    return {FOLDER_KEY: FORMAT, "covr_version": __version__, **model.describe(), "stage": model.stage, "query_frames": model.query_frames}
 
 
 def _safetensors_state(model: ComposedRetriever) -> dict[str, Tensor]:
@@ -50,21 +53,23 @@ def save_model_folder(model: ComposedRetriever, out: str | Path, card: str | Non
     out.mkdir(parents=True, exist_ok=True)
     model.backbone.tokenizer.save_pretrained(str(out))
     save_file(_safetensors_state(model), str(out / WEIGHTS_NAME), metadata={"format": "pt", "covr_format": FORMAT})
+    umask = os.umask(0o022)
+    os.umask(umask)
+    os.chmod(out / WEIGHTS_NAME, 0o666 & ~umask)  # safetensors writes it owner-only (0o600); the folder's other files follow the umask
     (out / CONFIG_NAME).write_text(json.dumps(folder_config(model), indent=2, sort_keys=True, default=str) + "\n")
     if card is not None:
         (out / CARD_NAME).write_text(card)
     return out
 
 
-def load_model_folder(path: str | Path, strict: bool = True) -> ComposedRetriever:
-    """Rebuild a retriever from a covr model folder, offline (eval mode)."""
-    from safetensors.torch import load_file
-
+def read_model_folder(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor], str]:
+    """A covr model folder's contents: (retriever config for covr.models.build_retriever, with a
+    weightless backbone and the folder's tokenizer; state dict; weights file name for messages)."""
     path = Path(path)
     try:
         config = json.loads((path / CONFIG_NAME).read_text())
     except (OSError, ValueError) as err:
-        raise CheckpointError(f"{path} is not a covr model folder ({CONFIG_NAME}: {err}); expected one written by tools/convert_checkpoint.py") from None
+        raise CheckpointError(f"{path} is not a covr model folder ({CONFIG_NAME}: {err}); expected one written by covr-convert-checkpoint") from None
     if config.get(FOLDER_KEY) != FORMAT:
         raise CheckpointError(f"{path / CONFIG_NAME}: format {config.get(FOLDER_KEY)!r} is not {FORMAT!r} (written by a newer covr?)")
     cfg = {
@@ -73,16 +78,10 @@ def load_model_folder(path: str | Path, strict: bool = True) -> ComposedRetrieve
         "xaligner": config.get("xaligner"),
         "reference_frames": config["reference_frames"],
         "max_text_length": config["max_text_length"],
-        "stage": config.get("stage", 2 if config["query_head"] == "covr2" else 1),
+        "stage": config.get("stage", default_stage(config["query_head"])),
         "query_frames": config.get("query_frames"),
     }
-    model = build_retriever(cfg)
     weights = path / WEIGHTS_NAME
     if not weights.is_file():
         raise CheckpointError(f"{path} has no {WEIGHTS_NAME}; expected a complete covr model folder")
-    try:
-        state = load_file(str(weights))
-    except Exception as err:  # noqa: BLE001 - header / length errors of a cut file
-        raise CheckpointError(f"{weights} is not a readable safetensors file (truncated or corrupt?): {str(err).splitlines()[0][:200]}") from None
-    load_covr_weights(model, state, str(weights), strict)
-    return model.eval()
+    return cfg, read_weights_file(weights), str(weights)

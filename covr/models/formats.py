@@ -1,7 +1,8 @@
 """What a weights source is: reading a file or folder and recognising its format and backbone family.
+Reads and recognises only: building a model from a `Source` is covr.models.build's.
 
 Formats (detected from content, never from the file name alone):
-  covr model folder       config.json with "covr_format" + model.safetensors (tools/convert_checkpoint.py)
+  covr model folder       config.json with "covr_format" + model.safetensors (covr-convert-checkpoint)
   covr checkpoint         Lightning .ckpt with a top-level "covr" entry (config + vocabulary)
   transformers            a save_pretrained folder or hub id; family from config.json's model_type
   state dict              LAVIS BLIP-2 / BLIP .pth ({"model": ...}), CoVR / CoVR-2 .ckpt ("model" or
@@ -20,13 +21,14 @@ from typing import Any
 from torch import Tensor
 
 from covr.models.checkpoint_io import CheckpointError, UntrustedCheckpointError, read_checkpoint, strip_prefix
+from covr.models.families import FAMILIES
 
 EXPECTED = (
     "expected a covr model folder or checkpoint, a transformers BLIP / BLIP-2 folder or hub id, a LAVIS BLIP / "
     "BLIP-2 .pth, a CoVR / CoVR-2 .ckpt, or a state dict in one of their key layouts"
 )
-FAMILY_NAMES = {"blip2": "BLIP-2", "blip": "BLIP"}
-MODEL_TYPES = {"blip-2": "blip2", "blip": "blip"}  # transformers config.json model_type -> family
+FAMILY_NAMES = {name: family.display_name for name, family in FAMILIES.items()}  # "blip2" -> "BLIP-2"
+MODEL_TYPES = {family.model_type: name for name, family in FAMILIES.items()}  # transformers config.json model_type -> family
 FOLDER_KEY = "covr_format"  # marks a covr model folder's config.json
 _FILE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")
 _WRAPPERS = ("model", "state_dict", "module")
@@ -73,7 +75,7 @@ def inspect_source(source: str | Path) -> Source:
 def _inspect_folder(path: Path) -> Source:
     config_path = path / "config.json"
     if not config_path.is_file():
-        raise CheckpointError(f"folder {path} has no config.json; expected a covr model folder (tools/convert_checkpoint.py) or a transformers save_pretrained folder")
+        raise CheckpointError(f"folder {path} has no config.json; expected a covr model folder (covr-convert-checkpoint) or a transformers save_pretrained folder")
     try:
         config = json.loads(config_path.read_text())
     except (OSError, ValueError) as err:
@@ -143,18 +145,16 @@ def unwrap_state(obj: Mapping[str, Any]) -> dict[str, Tensor]:
 
 
 def family_of_state(state: Mapping[str, Any]) -> tuple[str | None, str]:
-    """(family, key layout) from key names; (None, "") when they match no known layout."""
-    keys = list(state)
+    """(family, key layout) from key names; (None, "") when they match no known layout. A covr
+    retriever state dict (`backbone.*`, `xaligner.*`) has layout "covr retriever"."""
+    keys = set(state)
     if any(k.startswith("backbone.") for k in keys):
-        family, _ = family_of_state({k[len("backbone."):]: None for k in keys if k.startswith("backbone.")})
+        family, _ = family_of_state(dict.fromkeys(k[len("backbone."):] for k in keys if k.startswith("backbone.")))
         return family, "covr retriever"
-    if any(k.startswith("Qformer.") for k in keys):
-        return "blip2", "LAVIS BLIP-2"
-    if any(k.startswith("qformer.") for k in keys) and "query_tokens" in state:
-        return "blip2", "transformers BLIP-2"
-    if any(k.startswith("text_encoder.") for k in keys):
-        transformers_names = any(k.startswith("vision_model.") for k in keys)
-        return "blip", "transformers BLIP" if transformers_names else "LAVIS BLIP"
+    for name, family in FAMILIES.items():
+        layout = family.key_layout(keys)
+        if layout is not None:
+            return name, layout
     return None, ""
 
 

@@ -4,10 +4,9 @@
     encode_target(frames [B,F,3,H,W], frame_weights)      -> [B, Q, E]   frames pooled
     encode_target_frames(frames)                          -> [B, F, Q, E] per frame (embedding stores)
     encode_text(texts)                                    -> [B, E]      target-caption features
-    similarity(query, gallery, mode)                      -> [Bq, N]     "mean" (CoVR-2) or "max"
+    similarity(query, gallery, mode)                      -> [Bq, N]     covr.similarity.similarity
 
-Query heads: "covr2" = CoVR-2's composed query (joint Q-Former pass over the reference frame
-and the edit, text_proj, per-token normalise); "xaligner" = X-Aligner on top of it.
+Query heads (covr/models/heads.py): "joint", the backbone's own composed query; "xaligner" on top of it.
 The target (video) path is always frozen: targets live in the space of precomputed stores.
 """
 
@@ -24,12 +23,10 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from covr.models.backbone import Backbone, TextTokens
-from covr.models.similarity import pool_frames, similarity
+from covr.models.heads import canonical_query_head
 from covr.models.trainable import keep_frozen_in_eval, set_trainable
 from covr.models.xaligner import XAligner, XAlignerConfig
-
-QUERY_HEADS = ("covr2", "xaligner")
-
+from covr.similarity import pool_frames, similarity
 
 def as_clip(frames: Tensor, frame_mask: Tensor | None) -> tuple[Tensor, Tensor]:
     """Accept [B,3,H,W] (one frame) or [B,F,3,H,W]; return frames [B,F,3,H,W] and mask [B,F] bool."""
@@ -72,8 +69,7 @@ class ComposedRetriever(nn.Module):
         max_text_length: int = 32,
     ):
         super().__init__()
-        if query_head not in QUERY_HEADS:
-            raise ValueError(f"query_head {query_head!r} is not one of {QUERY_HEADS}")
+        query_head = canonical_query_head(query_head)
         if reference_frames not in ("middle", "all"):
             raise ValueError(f"reference_frames {reference_frames!r} is not 'middle' or 'all'")
         self.backbone = backbone
@@ -109,7 +105,7 @@ class ComposedRetriever(nn.Module):
             elif stage != 1:
                 raise ValueError(f"stage must be 0, 1 or 2, got {stage}")
             if not patterns:
-                raise ValueError("the covr2 head has no X-Aligner: stage 1 would train nothing; use stage 2")
+                raise ValueError("the joint query head has no X-Aligner: stage 1 would train nothing; use stage 2")
         shared = set(self.backbone.target_parameter_names())
         names = set(set_trainable(self, patterns))
         if stage > 0 and self.backbone.target_path is None and any(n[len("backbone."):] in shared for n in names):

@@ -1,7 +1,7 @@
 """Convert any supported weights into a covr model folder, loadable offline with `covr.load(folder)`.
 
-    python tools/convert_checkpoint.py SOURCE OUT [--family blip|blip2] [--image-size N]
-                                       [--tokenizer VOCAB] [--spec FILE] [--vision-weights FILE]
+    covr-convert-checkpoint SOURCE OUT [--family blip|blip2] [--image-size N]
+                            [--tokenizer VOCAB] [--spec FILE] [--vision-weights FILE]
 
 SOURCE: a covr checkpoint (.ckpt with a "covr" entry) or model folder, a LAVIS BLIP / BLIP-2 .pth,
 a CoVR / CoVR-2 .ckpt, a bare state dict or .safetensors file, a transformers folder or hub id.
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import covr
+from covr.tools import HelpFormatter, report_error
 from covr.models.checkpoint_io import CheckpointError, trust_checkpoints
 from covr.models.folder import save_model_folder
 from covr.models.formats import FAMILY_NAMES, inspect_source
@@ -103,7 +104,7 @@ def convert(source: str, out: Path, **options: Any) -> tuple[ComposedRetriever, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="covr-convert-checkpoint", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("source", help="weights file, folder or hub id")
     parser.add_argument("out", type=Path, help="covr model folder to write")
     parser.add_argument("--family", choices=sorted(FAMILY_NAMES), help="fail unless the weights are of this backbone family")
@@ -117,8 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.out.exists() and any(args.out.iterdir()) and not args.force:
-        print(f"error: {args.out} is not empty (use --force to write into it)", file=sys.stderr)
-        return 2
+        return report_error(f"{args.out} is not empty (use --force to write into it)")
     options = dict(family=args.family, image_size=args.image_size, tokenizer=args.tokenizer, vision_weights=args.vision_weights, strict=not args.no_strict)
     if args.spec is not None:
         options["spec"] = read_spec(args.spec)
@@ -126,8 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         with trust_checkpoints(args.trust_checkpoint):
             model, _ = convert(args.source, args.out, **options)
     except (CheckpointError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return report_error(err)
     print(f"wrote {args.out} ({FAMILY_NAMES[model.backbone.family]}, head {model.query_head}, {model.image_size} px)")
     return 0
 

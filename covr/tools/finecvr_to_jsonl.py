@@ -1,6 +1,6 @@
 """Example converter into covr's generic JSONL format: FineCVR-1M's test split.
 
-    python tools/finecvr_to_jsonl.py --annotations FineCVR/annotations --out FineCVR/covr
+    covr-finecvr-to-jsonl --annotations FineCVR/annotations --out FineCVR/covr
 
 FineCVR's files could not be checked against a real copy; this follows their description:
 `<annotations>/test_remaped.txt` (tab-separated, no header: idx, ref, target, cap, source,
@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 
 from covr.data.errors import AnnotationError
+from covr.tools import HelpFormatter, report_error
 
 COLUMNS = ("idx", "ref", "target", "cap", "source", "class_id")
 
@@ -57,16 +58,15 @@ def convert(annotations: Path, out: Path, split: str = "test") -> tuple[int, int
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="covr-finecvr-to-jsonl", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--annotations", type=Path, required=True, help="folder with test_remaped.txt and id2vdoname_test.json")
     parser.add_argument("--out", type=Path, required=True, help="where test.jsonl and gallery.txt are written")
-    parser.add_argument("--split", default="test")
+    parser.add_argument("--split", default="test", help="reads <split>_remaped.txt and id2vdoname_<split>.json, writes <split>.jsonl")
     args = parser.parse_args(argv)
     try:
         queries, videos = convert(args.annotations, args.out, args.split)
     except (OSError, AnnotationError, json.JSONDecodeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return report_error(error)
     print(f"{queries} queries, {videos} gallery videos -> {args.out}")
     return 0
 

@@ -1,8 +1,8 @@
 """Import released embeddings (CoVR's per-video .pth files, CIRCO's all_embs.pt) into a covr embedding store.
 
-    python tools/import_embeddings.py --pth-folder WebVid/8M/released-blip2-embeddings --family blip2 \\
+    covr-import-embeddings --pth-folder WebVid/8M/released-blip2-embeddings --family blip2 \\
         --csv webvid8m-covr_test.csv --identity-from blip2_finetune_coco.pth --out stores/webvid8m-covr2
-    python tools/import_embeddings.py --all-embs CIRCO/released-blip2-embeddings/all_embs.pt --family blip2 \\
+    covr-import-embeddings --all-embs CIRCO/released-blip2-embeddings/all_embs.pt --family blip2 \\
         --coco-info CIRCO/COCO2017_unlabeled/annotations/image_info_unlabeled2017.json --identity covr2-blip2 --out stores/circo
 
 Before anything trains or evaluates it prints a completeness report (ids expected, imported, missing,
@@ -26,6 +26,7 @@ import numpy as np
 from covr.data.annotations import read_webvid_covr_csv
 from covr.data.errors import CovrDataError
 from covr.data.released import TOKEN_DIMS, ImportReport, import_frames, per_item_files, read_all_embs, read_per_item, read_table
+from covr.tools import HelpFormatter, report_error
 
 
 def expected_ids(args: argparse.Namespace) -> list[str] | None:
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace) -> ImportReport:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(prog="covr-import-embeddings", description=__doc__, formatter_class=HelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--pth-folder", help="one <id>.pth per video / image below this folder (CoVR's release)")
     source.add_argument("--all-embs", help="CIRCO's all_embs.pt ({'ids', 'embs'})")
@@ -88,7 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, help="store folder (created; rerunning rewrites the same rows)")
     parser.add_argument("--max-frames", type=int, default=15, help="frames per video the store holds (CoVR: 15)")
     parser.add_argument("--mean-tokens", action="store_true", help="store BLIP-2 token means [F, E] (the covr2 WebVid protocol needs tokens)")
-    parser.add_argument("--dtype", choices=("float16", "float32"), default="float16")
+    parser.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="stored precision")
     parser.add_argument("--allow-missing", action="store_true", help="exit 0 even when expected ids are missing or unreadable")
     return parser.parse_args(argv)
 
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = run(args)
     except CovrDataError as error:
-        raise SystemExit(f"error: {error}") from None
+        return report_error(error)
     listing = report.write(Path(args.out) / "import-report.txt")
     print(report.summary())
     for item, reason in report.unreadable[:5]:

@@ -1,7 +1,7 @@
 """Check covr's converter against a reference fixture produced by the original LAVIS code.
 
-    python -m covr.tools.verify_fixture ../shared/fixtures/lavis_blip2_tiny.pt [--atol 1e-5]
-    python -m covr.tools.verify_fixture ../shared/fixtures/lavis_blip_tiny.pt
+    covr-verify-fixture ../shared/fixtures/lavis_blip2_tiny.pt [--atol 1e-5]
+    covr-verify-fixture ../shared/fixtures/lavis_blip_tiny.pt
 
 Builds the model the fixture describes, loads its LAVIS state dict through the same converter
 real checkpoints use, recomputes every stored output it knows from the fixture's inputs,
@@ -21,10 +21,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from covr.models.backbone import TextTokens
-from covr.models.blip2_loading import backbone_from_lavis_state
+from covr.models.build import backbone_from_weights
 from covr.models.formats import inspect_object
-from covr.models.loading import load_backbone_weights
-from covr.models.tokenizer import build_tokenizer
+from covr.tools import HelpFormatter
 
 # Outputs a retrieval converter cannot produce, with the reason printed instead of a number.
 _MOMENTUM = "momentum-encoder output: the *_m copies only serve training (queues, distillation) and are dropped on conversion"
@@ -35,25 +34,25 @@ NOT_COMPUTED = {
 }
 
 
-def blip2_base_spec(config: dict[str, Any]) -> dict[str, Any]:
-    """What the fixture's config says and the tensor shapes cannot (heads, eps, activation)."""
-    vision, qformer = config["vision"], config["qformer"]
+def _vision_spec(vision: dict[str, Any]) -> dict[str, Any]:
+    """A fixture's ViT config -> what the tensor shapes cannot tell (heads, eps, activation, size)."""
+    return {"num_attention_heads": vision["num_heads"], "layer_norm_eps": vision["layer_norm_eps"], "hidden_act": "gelu", "image_size": vision["img_size"]}
+
+
+def _text_spec(text: dict[str, Any]) -> dict[str, Any]:
+    """A fixture's BERT / Q-Former config -> what the tensor shapes cannot tell."""
     return {
-        "vision_config": {
-            "num_attention_heads": vision["num_heads"],
-            "layer_norm_eps": vision["layer_norm_eps"],
-            "hidden_act": "gelu",
-            "qkv_bias": bool(vision.get("qkv_bias", True)),
-            "image_size": vision["img_size"],
-        },
-        "qformer_config": {
-            "num_attention_heads": qformer["num_attention_heads"],
-            "layer_norm_eps": qformer["layer_norm_eps"],
-            "hidden_act": qformer.get("hidden_act", "gelu"),
-            "pad_token_id": qformer.get("pad_token_id", 0),
-        },
-        "post_layernorm_eps": config["ln_vision"]["eps"],
+        "num_attention_heads": text["num_attention_heads"],
+        "layer_norm_eps": text["layer_norm_eps"],
+        "hidden_act": text.get("hidden_act", "gelu"),
+        "pad_token_id": text.get("pad_token_id", 0),
     }
+
+
+def blip2_base_spec(config: dict[str, Any]) -> dict[str, Any]:
+    """What the BLIP-2 fixture's config says and the tensor shapes cannot (heads, eps, activation)."""
+    vision = {**_vision_spec(config["vision"]), "qkv_bias": bool(config["vision"].get("qkv_bias", True))}
+    return {"vision_config": vision, "qformer_config": _text_spec(config["qformer"]), "post_layernorm_eps": config["ln_vision"]["eps"]}
 
 
 def _tokens(entry: dict[str, Tensor]) -> TextTokens:
@@ -63,10 +62,9 @@ def _tokens(entry: dict[str, Tensor]) -> TextTokens:
 def blip2_outputs(fixture: dict[str, Any], attn: str) -> tuple[dict[str, Tensor], list[str]]:
     """Recompute the BLIP-2 fixture outputs with covr's backbone. Returns (outputs, notes)."""
     config, inputs = fixture["config"], fixture["inputs"]
-    tokenizer = build_tokenizer(fixture["vocab"], "blip2")
-    backbone = backbone_from_lavis_state(
-        fixture["state_dict"], tokenizer, blip2_base_spec(config), attn_implementation=attn, source="fixture state_dict"
-    ).eval()
+    source = inspect_object({"model": fixture["state_dict"]}, "fixture state_dict")  # as a real LAVIS .pth is
+    cfg = {"family": "blip2", "weights": "fixture", "tokenizer": fixture["vocab"], "spec": blip2_base_spec(config), "attn_implementation": attn}
+    backbone = backbone_from_weights(cfg, source).eval()
     notes = _check_tokenizer(backbone, inputs, config["max_txt_len"])
     text_mode, max_len = _tokens(inputs["tokens_text_mode"]), _tokens(inputs["tokens_max_txt_len"])
     b = backbone
@@ -112,21 +110,7 @@ def _check_tokenizer(backbone, inputs: dict[str, Any], max_len: int) -> list[str
 
 def blip_base_spec(config: dict[str, Any]) -> dict[str, Any]:
     """What the BLIP fixture's config says and the tensor shapes cannot (heads, eps, activation)."""
-    vision, text = config["vision"], config["text"]
-    return {
-        "vision_config": {
-            "num_attention_heads": vision["num_heads"],
-            "layer_norm_eps": vision["layer_norm_eps"],
-            "hidden_act": "gelu",
-            "image_size": vision["img_size"],
-        },
-        "text_config": {
-            "num_attention_heads": text["num_attention_heads"],
-            "layer_norm_eps": text["layer_norm_eps"],
-            "hidden_act": text.get("hidden_act", "gelu"),
-            "pad_token_id": text.get("pad_token_id", 0),
-        },
-    }
+    return {"vision_config": _vision_spec(config["vision"]), "text_config": _text_spec(config["text"])}
 
 
 def blip_outputs(fixture: dict[str, Any], attn: str) -> tuple[dict[str, Tensor], list[str]]:
@@ -135,7 +119,7 @@ def blip_outputs(fixture: dict[str, Any], attn: str) -> tuple[dict[str, Tensor],
     config, inputs = fixture["config"], fixture["inputs"]
     source = inspect_object({"model": fixture["state_dict"]}, "fixture state_dict")
     cfg = {"family": "blip", "weights": "fixture", "tokenizer": fixture["vocab"], "spec": blip_base_spec(config)}
-    b = load_backbone_weights(cfg, source).eval()
+    b = backbone_from_weights(cfg, source).eval()
     max_len = config["max_txt_len"]
     ours = b.tokenize(inputs["text"], max_len, padding="max_length")
     notes = [f"attention: eager (transformers' BLIP text encoder has no {attn} path)" if attn != "eager" else "attention: eager"]
@@ -187,9 +171,9 @@ def verify(path: str | Path, atol: float = 1e-5, attn: str = "eager") -> tuple[b
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="covr-verify-fixture", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("fixture", type=Path, help="a LAVIS reference fixture (.pt)")
-    parser.add_argument("--atol", type=float, default=1e-5)
+    parser.add_argument("--atol", type=float, default=1e-5, help="largest max |difference| that passes")
     parser.add_argument("--attn", choices=["eager", "sdpa"], default="eager", help="attention implementation")
     args = parser.parse_args(argv)
     if not args.fixture.is_file():

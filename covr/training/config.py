@@ -16,8 +16,12 @@ def _toy_vocabulary() -> list[str]:
     return toy_vocabulary()
 
 
+class MissingValueError(ValueError):
+    """A `${required:...}` value that was not set."""
+
+
 def _required(what: str) -> None:
-    raise ValueError(f"missing a required value: {what}")
+    raise MissingValueError(f"missing a required value: {what}")
 
 
 def slurm_job_id(environ: Mapping[str, str] | None = None) -> str | None:

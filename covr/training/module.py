@@ -4,7 +4,6 @@ validation = recall of val queries against the val targets."""
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import Any
 
 import pytorch_lightning as pl
@@ -14,14 +13,12 @@ from torch import Tensor
 from covr.data.transforms import to_model_input
 from covr.losses import ContrastiveLoss
 from covr.models import build_retriever, checkpoint_payload
-from covr.models.similarity import pool_tokens, renormalised_mean
+from covr.similarity import pool_tokens, renormalised_mean
 from covr.models.trainable import format_trainable_summary, trainable_summary
 from covr.training.optim import cosine_with_warmup, describe_groups, make_optimizer, parameter_groups, plan_schedule, steps_per_run
 from covr.training.recall import recall_against_gallery
 
 log = logging.getLogger(__name__)
-# Frozen backbone parts are kept in eval mode on purpose (no dropout, see ComposedRetriever.train).
-warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
 
 class CoVRModule(pl.LightningModule):

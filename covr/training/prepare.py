@@ -103,7 +103,7 @@ def prepare_caption_store(data_cfg: dict[str, Any], model, loss_cfg: Mapping[str
     from covr.data.extract import captions_from_csv, extract_caption_embeddings
 
     if not data_cfg.get("caption_store"):
-        raise EmbeddingStoreError("data.caption_features=store needs data.caption_store (tools/extract_embeddings.py --captions writes one)")
+        raise EmbeddingStoreError("data.caption_features=store needs data.caption_store (covr-extract-embeddings --captions writes one)")
     identity = model.text_identity
     texts = captions_from_csv(data_cfg["train"]["csv"], int(data_cfg.get("max_words", 30)))
     path = Path(data_cfg["caption_store"])
@@ -119,7 +119,7 @@ def prepare_caption_store(data_cfg: dict[str, Any], model, loss_cfg: Mapping[str
     if missing:
         raise EmbeddingStoreError(
             f"text store {path} lacks {len(missing):,} of the {len(texts):,} train captions (e.g. {missing[0]!r}); "
-            "write them with tools/extract_embeddings.py --captions, or use data.caption_features=online"
+            "write them with covr-extract-embeddings --captions, or use data.caption_features=online"
         )
     data_cfg["caption_store"], data_cfg["caption_store_identity"] = str(path), identity
     return identity

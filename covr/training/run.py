@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from covr.models import load_model
-from covr.data.errors import CovrDataError
-from covr.models.checkpoint_io import CheckpointError, read_checkpoint, trust_checkpoints
+from covr.models.checkpoint_io import read_checkpoint, trust_checkpoints
 from covr.training.checkpointing import AtomicCheckpointIO, StepCheckpoint, atomic_torch_save, find_resume_checkpoint, sweep_stale_temporaries
 from covr.training.config import plain
 from covr.data.skips import summarise_file
@@ -26,7 +23,9 @@ from covr.training.datamodule import CoVRDataModule
 from covr.training.loggers import TrimLogsOnResume
 from covr.training.module import CoVRModule
 from covr.training.preemption import CheckpointAndRequeue, RequeueSignal
+from covr.training.preflight import missing_input, missing_package
 from covr.training.prepare import prepare_caption_store, prepare_data, prepare_store
+from covr.training.progress import ProgressLog
 from covr.training.schedule import check_schedules
 from covr.training.validate import ConfigValueError, validate_config
 
@@ -49,11 +48,14 @@ def _loggers(cfg: DictConfig, save_dir: Path) -> list:
     return out
 
 
-def _callbacks(cfg: DictConfig, checkpoint_dir: Path, has_val: bool, requeue_signal: RequeueSignal | None = None) -> tuple[list, ModelCheckpoint | None]:
+def _callbacks(
+    cfg: DictConfig, checkpoint_dir: Path, has_val: bool, requeue_signal: RequeueSignal | None = None, label: str = "training"
+) -> tuple[list, ModelCheckpoint | None]:
     """last.ckpt after every epoch and every `checkpoint.every_n_train_steps` (two callbacks: Lightning
     accepts only one trigger per ModelCheckpoint, and a step trigger alone would drop the epoch-end
     saves), best-by-val-R@1 apart (Lightning's save_last only refreshes last.ckpt when a new best is
-    saved), last.ckpt on a checkpoint-and-requeue signal, plus configured extras."""
+    saved), last.ckpt on a checkpoint-and-requeue signal, a progress line every `progress_every_s`
+    seconds (a log file sees no progress bar), plus configured extras."""
     latest = {"dirpath": str(checkpoint_dir), "filename": "last", "save_top_k": 1, "enable_version_counter": False}
     callbacks: list = [ModelCheckpoint(every_n_epochs=1, **latest)]
     if cfg.checkpoint.get("every_n_train_steps"):  # not on an epoch's last batch: the epoch-end save follows
@@ -66,6 +68,8 @@ def _callbacks(cfg: DictConfig, checkpoint_dir: Path, has_val: bool, requeue_sig
         callbacks.append(best)
     if requeue_signal is not None:
         callbacks.append(CheckpointAndRequeue(requeue_signal, checkpoint_dir / "last.ckpt"))
+    if cfg.get("progress_every_s"):
+        callbacks.append(ProgressLog(label, float(cfg.progress_every_s)))
     for callback_cfg in (cfg.get("callbacks") or {}).values():
         if callback_cfg is not None:
             callbacks.append(instantiate(callback_cfg))
@@ -81,9 +85,10 @@ def _plugins() -> list:
     return plugins
 
 
-def fit_stage(cfg: DictConfig, stage_dir: Path, init_from: str | None, requeue_signal: RequeueSignal | None = None) -> Path:
+def fit_stage(cfg: DictConfig, stage_dir: Path, init_from: str | None, requeue_signal: RequeueSignal | None = None, label: str = "training") -> Path:
     """Train one stage in `stage_dir`; resume from its last checkpoint if an earlier attempt left one.
-    Returns the stage's final checkpoint (best by val R@1, else last)."""
+    Returns the stage's final checkpoint (best by val R@1, else last). `label` names the stage in
+    progress lines ("stage 2 (3 of 3)")."""
     checkpoint_dir = stage_dir / "checkpoints"
     final = checkpoint_dir / "final.ckpt"
     if final.is_file():
@@ -101,9 +106,12 @@ def fit_stage(cfg: DictConfig, stage_dir: Path, init_from: str | None, requeue_s
     prepare_caption_store(data_cfg, module.model, plain(cfg.loss))  # CoVR-2's frozen caption features, checked up front
     datamodule = CoVRDataModule(data_cfg, module.model.image_size, store_identity, report_dir=stage_dir, seed=int(cfg.seed))
     has_val = bool(data_cfg.get("val"))
-    callbacks, best = _callbacks(cfg, checkpoint_dir, has_val, requeue_signal)
+    callbacks, best = _callbacks(cfg, checkpoint_dir, has_val, requeue_signal, label)
+    trainer_cfg = plain(cfg.trainer)
+    if trainer_cfg.get("enable_progress_bar") is None:  # a bar only where it can redraw: a terminal
+        trainer_cfg["enable_progress_bar"] = sys.stdout.isatty()
     trainer = pl.Trainer(
-        **plain(cfg.trainer),
+        **trainer_cfg,
         default_root_dir=str(stage_dir),
         logger=_loggers(cfg, stage_dir) or False,
         callbacks=callbacks,
@@ -113,7 +121,7 @@ def fit_stage(cfg: DictConfig, stage_dir: Path, init_from: str | None, requeue_s
     if resume:
         log.info("resuming from %s", resume)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
-    trainer.save_checkpoint(checkpoint_dir / "last.ckpt")  # the final state, whatever the save schedule
+    trainer.save_checkpoint(checkpoint_dir / "last.ckpt", weights_only=False)  # the final state, whatever the save schedule
     if trainer.global_rank == 0:
         _report_skips(datamodule, stage_dir)
         best_path = best.best_model_path if best is not None else ""
@@ -143,10 +151,12 @@ def train(cfg: DictConfig) -> dict[str, Any] | None:
 def _train(cfg: DictConfig) -> dict[str, Any] | None:
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
-    pl.seed_everything(int(cfg.seed), workers=True)
     run_dir = Path(cfg.paths.run_dir)
+    _fail_on(missing_package(cfg))  # before anything is written or built
     prepare_data(cfg.data)
     stages = _stage_configs(cfg)
+    _fail_on(missing_input(stages, cfg))
+    pl.seed_everything(int(cfg.seed), workers=True)
     check_schedules(stages)  # steps, warm-up, peak lrs logged first; a warm-up over half of a stage fails here
     init_from = cfg.model.get("init_from")
     final: Path | None = None
@@ -156,7 +166,8 @@ def _train(cfg: DictConfig) -> dict[str, Any] | None:
         for i, (stage_cfg, number) in enumerate(zip(stages, numbers)):
             name = f"stage{number}" if numbers.count(number) == 1 else f"stage{number}_{i}"
             stage_dir = run_dir if len(stages) == 1 else run_dir / name
-            final = fit_stage(stage_cfg, stage_dir, init_from, requeue_signal)
+            label = f"stage {number}" + (f" ({i + 1} of {len(stages)})" if len(stages) > 1 else "")
+            final = fit_stage(stage_cfg, stage_dir, init_from, requeue_signal, label)
             init_from = str(final)
             requeue_signal.exit_if_requested(_is_global_zero(), f"{name} is complete; the requeued job continues after it")
     if cfg.get("test_after_training") and cfg.get("test") and _is_global_zero():
@@ -189,15 +200,9 @@ def test_checkpoint(cfg: DictConfig, checkpoint: str | Path, out_dir: Path) -> d
     return results
 
 
-@contextlib.contextmanager
-def errors_in_one_line() -> Iterator[None]:
-    """Mistakes a user can fix (a config value, a checkpoint file, a data file) end the command with
-    their one-line message on stderr and exit status 2, not a traceback."""
-    try:
-        yield
-    except (ConfigValueError, CheckpointError, CovrDataError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+def _fail_on(problem: str | None) -> None:
+    if problem:
+        raise ConfigValueError(problem)
 
 
 def _is_global_zero() -> bool:

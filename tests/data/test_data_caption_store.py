@@ -96,14 +96,9 @@ def test_a_run_checks_or_writes_the_caption_store_before_training(tmp_path, mode
 
 
 def test_extraction_tool_writes_the_caption_store(tmp_path, model, monkeypatch):
-    """tools/extract_embeddings.py --captions end to end, from a converted model folder."""
-    import sys
-
-    from conftest import REPO
+    """covr-extract-embeddings --captions end to end, from a converted model folder."""
     from covr.models.folder import save_model_folder
-
-    sys.path.insert(0, str(REPO / "tools"))
-    from extract_embeddings import main
+    from covr.tools.extract_embeddings import main
 
     save_model_folder(model, tmp_path / "model")
     monkeypatch.setenv("WORLD_SIZE", "1")

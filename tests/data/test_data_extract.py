@@ -76,10 +76,9 @@ def test_shard_from_env():
 
 
 def test_cli_with_a_tiny_retriever_checkpoint(tmp_path, videos, monkeypatch):
-    """tools/extract_embeddings.py end to end: real (tiny) retriever from a covr checkpoint, folder source."""
-    sys.path.insert(0, str(REPO / "tools"))
+    """covr-extract-embeddings end to end: real (tiny) retriever from a covr checkpoint, folder source."""
     from conftest import tiny_model_config  # tests/conftest.py
-    from extract_embeddings import main
+    from covr.tools.extract_embeddings import main
 
     from covr.models import build_retriever, checkpoint_payload
 

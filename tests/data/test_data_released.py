@@ -5,6 +5,7 @@ with a completeness report (missing and unreadable ids listed) before anything u
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -78,13 +79,13 @@ def test_circo_all_embs_into_a_store(tmp_path, capsys):
     assert store.missing_ids() == ["555"]
 
 
-def test_bad_all_embs_and_identity_from_weights(tmp_path):
+def test_bad_all_embs_and_identity_from_weights(tmp_path, capsys):
     torch.save([1, 2, 3], tmp_path / "all_embs.pt")
-    with pytest.raises(SystemExit, match=r"all_embs.pt: expected \{'ids': \[...\], 'embs': tensor\}"):
-        main(["--all-embs", str(tmp_path / "all_embs.pt"), "--family", "blip2", "--identity", "x", "--out", str(tmp_path / "s")])
+    assert main(["--all-embs", str(tmp_path / "all_embs.pt"), "--family", "blip2", "--identity", "x", "--out", str(tmp_path / "s")]) == 2
+    assert re.fullmatch(r"error: .*all_embs.pt: expected \{'ids': \[...\], 'embs': tensor\}.*\n", capsys.readouterr().err)
     torch.save({"ids": [1], "embs": NotATensor()}, tmp_path / "evil.pt")
-    with pytest.raises(SystemExit, match="not a readable weights-only torch file"):
-        main(["--all-embs", str(tmp_path / "evil.pt"), "--family", "blip2", "--identity", "x", "--out", str(tmp_path / "s")])
+    assert main(["--all-embs", str(tmp_path / "evil.pt"), "--family", "blip2", "--identity", "x", "--out", str(tmp_path / "s")]) == 2
+    assert re.fullmatch(r"error: .*not a readable weights-only torch file.*\n", capsys.readouterr().err)
 
     from conftest import tiny_model_config
     from covr.models import build_retriever

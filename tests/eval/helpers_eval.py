@@ -14,7 +14,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from covr.data.transforms import TestTransform
-from covr.models.similarity import pool_frames
+from covr.similarity import pool_frames
 
 
 class ColourRetriever(nn.Module):

@@ -30,7 +30,7 @@ def _open_gates(model):
 def test_covr_query_and_target_are_blips_own_features():
     """Query = normalize(text_proj(CLS of the image-grounded encoder on [ENC] + edit)); target =
     normalize(vision_proj(ViT CLS)); both one token (Q = 1)."""
-    model = _blip(query_head="covr2", stage=2).eval()
+    model = _blip(query_head="joint", stage=2).eval()
     b = model.backbone
     frames = _frames(f=1)[:, 0]
     tokens = model.tokenize(EDITS)
@@ -51,7 +51,7 @@ def test_covr_query_and_target_are_blips_own_features():
 @pytest.mark.parametrize("num_frames", [1, 4])
 def test_xaligner_at_init_equals_the_covr_query(num_frames):
     xal = _blip().eval()
-    covr = _blip(query_head="covr2", stage=2).eval()
+    covr = _blip(query_head="joint", stage=2).eval()
     covr.load_state_dict({k: v for k, v in xal.state_dict().items() if not k.startswith("xaligner.")}, strict=True)
     frames = _frames(f=num_frames)
     with torch.no_grad():
@@ -108,6 +108,6 @@ def test_tokenizer_without_enc_is_rejected():
     from covr.models.blip import BlipBackbone
     from covr.models.tokenizer import build_tokenizer
 
-    model = _blip(query_head="covr2", stage=2)
+    model = _blip(query_head="joint", stage=2)
     with pytest.raises(ValueError, match=r"\[ENC\]"):
         BlipBackbone(model.backbone.to_transformers(), build_tokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a"], "blip2"))

@@ -35,7 +35,7 @@ def test_every_output_matches_lavis(fixture, attn):
 
 
 def test_tool_passes_in_a_subprocess(blip2_fixture_path):
-    run = subprocess.run([sys.executable, str(REPO / "tools" / "verify_fixture.py"), str(blip2_fixture_path)], capture_output=True, text=True)
+    run = subprocess.run([sys.executable, "-m", "covr.tools.verify_fixture", str(blip2_fixture_path)], cwd=REPO, capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "composed_query " in run.stdout and "PASS" in run.stdout
 

@@ -34,7 +34,7 @@ def test_every_online_output_matches_lavis(fixture):
 
 
 def test_tool_passes_and_reports_momentum_outputs_as_skipped(blip_fixture_path):
-    run = subprocess.run([sys.executable, str(REPO / "tools" / "verify_fixture.py"), str(blip_fixture_path)], capture_output=True, text=True)
+    run = subprocess.run([sys.executable, "-m", "covr.tools.verify_fixture", str(blip_fixture_path)], cwd=REPO, capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
     lines = run.stdout.splitlines()
     assert "PASS" in lines[-1] and any(line.split()[:1] == ["composed_query"] and line.endswith("ok") for line in lines)

@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from conftest import TINY_SPEC, TINY_VOCAB, tiny_model_config
-from covr.models import build_retriever
-from covr.models.blip2_loading import build_blip2_backbone
+from covr.models import build_backbone, build_retriever
 from covr.models.checkpoint_io import CheckpointError
 from covr.tools.verify_fixture import blip2_base_spec
 
@@ -37,7 +36,7 @@ def test_lavis_pth_and_covr2_ckpt_layouts_load(fixture, tmp_path):
     torch.save({"model": fixture["state_dict"], "optimizer": {}, "epoch": 3}, tmp_path / "blip2_finetune_coco.pth")
     torch.save({"model": {"module." + k: v for k, v in fixture["state_dict"].items()}, "config": {"lr": 2e-5}}, tmp_path / "webvid-covr.ckpt")
     for name in ("blip2_finetune_coco.pth", "webvid-covr.ckpt"):
-        backbone = build_blip2_backbone(_backbone_cfg(fixture, tmp_path / name)).eval()
+        backbone = build_backbone(_backbone_cfg(fixture, tmp_path / name)).eval()
         query, image = _outputs(backbone, fixture)
         torch.testing.assert_close(query, ref["composed_query"], atol=1e-5, rtol=0)
         torch.testing.assert_close(image, ref["image_embeds_proj"], atol=1e-5, rtol=0)
@@ -49,8 +48,8 @@ def test_vision_encoder_from_a_second_file(fixture, tmp_path):
     torch.save({"model": {k: v for k, v in state.items() if not k.startswith("visual_encoder.")}}, tmp_path / "blip2_pretrained.pth")
     torch.save({k[len("visual_encoder."):]: v for k, v in state.items() if k.startswith("visual_encoder.")}, tmp_path / "eva_vit_g.pth")
     with pytest.raises(CheckpointError, match="no vision encoder weights.*vision_weights"):
-        build_blip2_backbone(_backbone_cfg(fixture, tmp_path / "blip2_pretrained.pth"))
-    backbone = build_blip2_backbone(_backbone_cfg(fixture, tmp_path / "blip2_pretrained.pth", vision_weights=str(tmp_path / "eva_vit_g.pth"))).eval()
+        build_backbone(_backbone_cfg(fixture, tmp_path / "blip2_pretrained.pth"))
+    backbone = build_backbone(_backbone_cfg(fixture, tmp_path / "blip2_pretrained.pth", vision_weights=str(tmp_path / "eva_vit_g.pth"))).eval()
     query, _ = _outputs(backbone, fixture)
     torch.testing.assert_close(query, fixture["outputs"]["composed_query"], atol=1e-5, rtol=0)
 
@@ -62,14 +61,14 @@ def test_unexpected_and_missing_keys_are_listed(fixture, tmp_path, caplog):
     state["some_adapter.weight"] = torch.zeros(3)
     torch.save({"model": state}, tmp_path / "odd.pth")
     with pytest.raises(CheckpointError) as err:
-        build_blip2_backbone(_backbone_cfg(fixture, tmp_path / "odd.pth"))
+        build_backbone(_backbone_cfg(fixture, tmp_path / "odd.pth"))
     assert "some_adapter.weight" in str(err.value) and str(tmp_path / "odd.pth") in str(err.value)
     state.pop("some_adapter.weight")
     torch.save({"model": state}, tmp_path / "missing.pth")
     with pytest.raises(CheckpointError, match=r"missing 1: text_projection\.bias"):
-        build_blip2_backbone(_backbone_cfg(fixture, tmp_path / "missing.pth"))
+        build_backbone(_backbone_cfg(fixture, tmp_path / "missing.pth"))
     with caplog.at_level(logging.WARNING):
-        build_blip2_backbone(_backbone_cfg(fixture, tmp_path / "missing.pth", strict=False))
+        build_backbone(_backbone_cfg(fixture, tmp_path / "missing.pth", strict=False))
     assert "text_projection.bias" in caplog.text
 
 
@@ -79,17 +78,17 @@ def test_truncated_and_empty_files_fail_clearly(fixture, tmp_path):
     (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
     (tmp_path / "empty.pth").write_bytes(b"")
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
-        build_blip2_backbone(_backbone_cfg(fixture, tmp_path / "cut.pth"))
+        build_backbone(_backbone_cfg(fixture, tmp_path / "cut.pth"))
     with pytest.raises(CheckpointError, match="empty"):
-        build_blip2_backbone(_backbone_cfg(fixture, tmp_path / "empty.pth"))
+        build_backbone(_backbone_cfg(fixture, tmp_path / "empty.pth"))
     with pytest.raises(CheckpointError, match="does not exist"):
-        build_blip2_backbone(_backbone_cfg(fixture, tmp_path / "nope.pth"))
+        build_backbone(_backbone_cfg(fixture, tmp_path / "nope.pth"))
 
 
 def test_position_embeddings_are_interpolated_to_the_requested_size(fixture, tmp_path, caplog):
     torch.save({"model": fixture["state_dict"]}, tmp_path / "w.pth")
     with caplog.at_level(logging.INFO):
-        backbone = build_blip2_backbone(_backbone_cfg(fixture, tmp_path / "w.pth", image_size=48)).eval()
+        backbone = build_backbone(_backbone_cfg(fixture, tmp_path / "w.pth", image_size=48)).eval()
     assert "interpolating vision position embeddings from 4x4 to 6x6" in caplog.text
     assert backbone.image_size == 48
     with torch.no_grad():
@@ -99,17 +98,17 @@ def test_position_embeddings_are_interpolated_to_the_requested_size(fixture, tmp
     # CLS position is kept and a same-size "interpolation" changes nothing
     pos = backbone.vision_model.embeddings.position_embedding
     torch.testing.assert_close(pos[:, 0], fixture["state_dict"]["visual_encoder.pos_embed"][:, 0])
-    same = build_blip2_backbone(_backbone_cfg(fixture, tmp_path / "w.pth", image_size=32))
+    same = build_backbone(_backbone_cfg(fixture, tmp_path / "w.pth", image_size=32))
     torch.testing.assert_close(same.vision_model.embeddings.position_embedding, fixture["state_dict"]["visual_encoder.pos_embed"])
 
 
 def test_transformers_folder_loads_through_the_hub_code_path(tmp_path):
     """save_pretrained folder -> `weights: <folder>` (what a hub id uses, offline) -> identical outputs."""
-    model = build_retriever(tiny_model_config(query_head="covr2", stage=2)).eval()
+    model = build_retriever(tiny_model_config(query_head="joint", stage=2)).eval()
     hf = model.backbone.to_transformers()
     hf.save_pretrained(tmp_path / "blip2-tiny")
     model.backbone.tokenizer.save_pretrained(tmp_path / "blip2-tiny")
-    cfg = tiny_model_config(query_head="covr2", stage=2)
+    cfg = tiny_model_config(query_head="joint", stage=2)
     cfg["backbone"] = {"family": "blip2", "weights": str(tmp_path / "blip2-tiny")}
     loaded = build_retriever(cfg).eval()
     frames = torch.randn(3, 2, 3, 32, 32)
@@ -124,7 +123,7 @@ def test_transformers_folder_loads_through_the_hub_code_path(tmp_path):
 
 def test_unknown_hub_id_fails_offline():
     with pytest.raises(CheckpointError, match="as a hub id it could not be read"):
-        build_blip2_backbone({"family": "blip2", "weights": "covr-test/no-such-model", "tokenizer": TINY_VOCAB, "spec": TINY_SPEC})
+        build_backbone({"family": "blip2", "weights": "covr-test/no-such-model", "tokenizer": TINY_VOCAB, "spec": TINY_SPEC})
 
 
 def _covr_checkpoint(model, cfg, path):

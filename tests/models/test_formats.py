@@ -31,7 +31,7 @@ def _fixture(request, family):
 
 
 def _load_fixture_format(path, fixture, spec, **options):
-    config = {"query_head": "covr2", "max_text_length": fixture["config"]["max_txt_len"]}
+    config = {"query_head": "joint", "max_text_length": fixture["config"]["max_txt_len"]}
     return load_model(path, tokenizer=fixture["vocab"], spec=spec, config=config, **options)
 
 
@@ -59,7 +59,7 @@ def test_lavis_and_covr_layouts_reproduce_the_reference(request, tmp_path, famil
     for name, obj in layouts.items():
         torch.save(obj, tmp_path / name)
         model = _load_fixture_format(tmp_path / name, fixture, spec)
-        assert model.backbone.family == family and model.query_head == "covr2", name
+        assert model.backbone.family == family and model.query_head == "joint", name
         _check_against_fixture(model, fixture, target_key)
     assert convert_main([str(tmp_path / "lavis.pth"), str(tmp_path / "folder"), "--tokenizer", str(_vocab_file(tmp_path, fixture)), "--spec", str(_spec_file(tmp_path, spec))]) == 0
     folder = load_model(tmp_path / "folder")
@@ -134,11 +134,11 @@ def _assert_same(a, b):
 @pytest.mark.parametrize("family", ["blip2", "blip"])
 def test_transformers_formats_round_trip(tmp_path, caplog, family):
     """save_pretrained folder (what a hub id loads), and its state dict as .pt and .safetensors."""
-    model = _tiny(family, query_head="covr2", stage=2)
+    model = _tiny(family, query_head="joint", stage=2)
     hf = model.backbone.to_transformers()
     hf.save_pretrained(tmp_path / "hf")
     model.backbone.tokenizer.save_pretrained(tmp_path / "hf")
-    _assert_same(load_model(tmp_path / "hf", config={"query_head": "covr2", "max_text_length": 16}), model)
+    _assert_same(load_model(tmp_path / "hf", config={"query_head": "joint", "max_text_length": 16}), model)
     with caplog.at_level(logging.INFO, logger="covr"):
         resized = load_model(tmp_path / "hf", image_size=48)
     assert resized.image_size == 48 and "interpolating vision position embeddings from 4x4 to 6x6" in caplog.text
@@ -146,7 +146,7 @@ def test_transformers_formats_round_trip(tmp_path, caplog, family):
     torch.save(state, tmp_path / "weights.pt")
     save_file(state, str(tmp_path / "model.safetensors"))
     for name in ("weights.pt", "model.safetensors"):
-        loaded = load_model(tmp_path / name, tokenizer=TINY_VOCAB, spec=SPECS[family], config={"query_head": "covr2", "max_text_length": 16})
+        loaded = load_model(tmp_path / name, tokenizer=TINY_VOCAB, spec=SPECS[family], config={"query_head": "joint", "max_text_length": 16})
         _assert_same(loaded, model)
 
 
@@ -162,7 +162,7 @@ def test_covr_checkpoint_folder_and_state_dict_round_trip(tmp_path, family):
     assert folder.target_identity == model.target_identity and folder.query_head == "xaligner"
     torch.save(model.state_dict(), tmp_path / "retriever.pt")
     _assert_same(load_model(tmp_path / "retriever.pt", config=cfg), model)
-    backbone_only = build_retriever({**tiny_model_config(family, query_head="covr2", stage=2), "backbone": {"family": family, "weights": str(tmp_path / "folder")}})
+    backbone_only = build_retriever({**tiny_model_config(family, query_head="joint", stage=2), "backbone": {"family": family, "weights": str(tmp_path / "folder")}})
     torch.testing.assert_close(_outputs(backbone_only)[1], _outputs(model)[1], atol=1e-6, rtol=0)  # `weights:` takes any format
 
 
@@ -232,7 +232,7 @@ def test_weights_of_the_other_family_fail_in_one_line(blip_fixture_path, blip2_f
     cfg = tiny_model_config("blip")
     cfg["backbone"].update(weights=str(tmp_path / "blip2.pth"))
     _one_line_error(lambda: build_retriever(cfg), "is a LAVIS BLIP-2 state dict", "family 'blip'; expected BLIP weights", "model=blip2")
-    model = _tiny("blip", query_head="covr2", stage=2)
+    model = _tiny("blip", query_head="joint", stage=2)
     model.backbone.to_transformers().save_pretrained(tmp_path / "hf-blip")
     model.backbone.tokenizer.save_pretrained(tmp_path / "hf-blip")
     cfg = tiny_model_config("blip2")
@@ -247,6 +247,6 @@ def test_a_retriever_state_dict_needs_its_config(tmp_path):
 
 def test_conversion_tool_reports_errors_in_one_line(tmp_path, capsys):
     torch.save({"weights": {}}, tmp_path / "other.pth")
-    assert convert_main([str(tmp_path / "other.pth"), str(tmp_path / "out")]) == 1
+    assert convert_main([str(tmp_path / "other.pth"), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "unknown checkpoint format" in err and "\n" not in err

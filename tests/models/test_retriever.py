@@ -8,7 +8,7 @@ import torch
 
 from conftest import open_xaligner, tiny_model_config
 from covr.models import build_retriever
-from covr.models.similarity import similarity
+from covr.similarity import similarity
 
 EDITS = ["make it red", "move it to the left", "change the background to white", "replace the circle with a square"]
 CAPTIONS = ["a blue circle", "", "a square on a black background", ""]
@@ -29,23 +29,23 @@ def _copy_backbone(src, dst):
 
 
 @pytest.mark.parametrize("num_frames", [1, 4])
-def test_xaligner_at_init_equals_covr2_query(num_frames):
+def test_xaligner_at_init_equals_the_joint_query(num_frames):
     xal = build_retriever(tiny_model_config()).eval()
-    covr2 = build_retriever(tiny_model_config(query_head="covr2", stage=2)).eval()
-    _copy_backbone(xal, covr2)
+    joint = build_retriever(tiny_model_config(query_head="joint", stage=2)).eval()
+    _copy_backbone(xal, joint)
     frames = _frames(f=num_frames)
     with torch.no_grad():
         q_x = xal.encode_query(frames, EDITS, CAPTIONS)
-        q_c = covr2.encode_query(frames, EDITS, CAPTIONS)
-        middle = covr2.encode_query(frames[:, num_frames // 2], EDITS)  # single middle frame, CoVR style
+        q_c = joint.encode_query(frames, EDITS, CAPTIONS)
+        middle = joint.encode_query(frames[:, num_frames // 2], EDITS)  # single middle frame, CoVR style
     assert q_x.shape == (4, 4, 16)
     torch.testing.assert_close(q_x, q_c, atol=0, rtol=0)
     torch.testing.assert_close(q_c, middle, atol=1e-6, rtol=0)
     torch.testing.assert_close(q_x.norm(dim=-1), torch.ones(4, 4))
 
 
-def test_covr2_query_is_the_backbone_composed_query():
-    model = build_retriever(tiny_model_config(query_head="covr2", stage=2)).eval()
+def test_joint_query_is_the_backbone_composed_query():
+    model = build_retriever(tiny_model_config(query_head="joint", stage=2)).eval()
     frames = _frames(f=1)[:, 0]
     b = model.backbone
     with torch.no_grad():

@@ -77,7 +77,7 @@ def test_custom_text_encoder_list_and_typos():
     with pytest.raises(ValueError, match="match no parameter"):
         build_retriever(tiny_model_config(stage=2, text_encoder=["qformr.*"]))
     with pytest.raises(ValueError, match="stage 1 would train nothing"):
-        build_retriever(tiny_model_config(query_head="covr2", stage=1))
+        build_retriever(tiny_model_config(query_head="joint", stage=1))
 
 
 @pytest.mark.parametrize("stage", [1, 2])

@@ -34,14 +34,14 @@ def _nonzero_grads(model) -> set[str]:
 
 
 @pytest.mark.parametrize("residual", ["output", "gate"])
-def test_untrained_xaligner_is_the_covr2_query_bit_for_bit(residual):
+def test_untrained_xaligner_is_the_joint_query_bit_for_bit(residual):
     xal = build_retriever(tiny_model_config(xaligner={"residual": residual})).eval()
-    covr2 = build_retriever(tiny_model_config(query_head="covr2", stage=2)).eval()
-    missing, unexpected = covr2.load_state_dict({k: v for k, v in xal.state_dict().items() if not k.startswith("xaligner.")}, strict=False)
+    joint = build_retriever(tiny_model_config(query_head="joint", stage=2)).eval()
+    missing, unexpected = joint.load_state_dict({k: v for k, v in xal.state_dict().items() if not k.startswith("xaligner.")}, strict=False)
     assert not unexpected and all(k.startswith("backbone.target_path.") for k in missing)  # stage 2's frozen copy
     reference, _ = _batch()
     with torch.no_grad():
-        assert torch.equal(xal.encode_query(reference, EDITS, CAPTIONS), covr2.encode_query(reference, EDITS, CAPTIONS))
+        assert torch.equal(xal.encode_query(reference, EDITS, CAPTIONS), joint.encode_query(reference, EDITS, CAPTIONS))
 
 
 def test_output_residual_first_step_reaches_every_branch_output_layer_and_nothing_inside():

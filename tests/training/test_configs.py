@@ -94,7 +94,7 @@ def test_wrong_key_is_hydras_error(tmp_path):
 @pytest.mark.parametrize(
     "override,message",
     [
-        ("model.query_head=xaligner2", "model.query_head='xaligner2' is not allowed; choose one of xaligner, covr2"),
+        ("model.query_head=xaligner2", "model.query_head='xaligner2' is not allowed; choose one of xaligner, joint"),
         ("model.xaligner.visual_memory=pixels", "model.xaligner.visual_memory='pixels'"),
         ("data.batch_size=0", "data.batch_size=0 must be > 0"),
         ("stages.1.model.stage=3", "model.stage=3 is not allowed"),
@@ -133,6 +133,7 @@ def test_train_py_reports_a_wrong_type_in_one_line(tmp_path):
                          cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert run.returncode == 2 and run.stderr.strip() == "error: data.batch_size='abc' is not an integer", run.stderr[-2000:]
     assert not (tmp_path / "data").exists()  # nothing was prepared or built
+    assert not list((tmp_path / "runs").rglob("*"))  # and Hydra's run folder went with the failed run
 
 
 @pytest.mark.parametrize("slots, expected", [("null", 4), ("3", 3), ("0", None)])

@@ -184,13 +184,10 @@ def test_sbatch_example_requeues_on_sigusr1():
 
 
 def test_extraction_takes_the_gpu_of_its_node_local_rank(monkeypatch):
-    import importlib.util
-
     import torch
 
-    spec = importlib.util.spec_from_file_location("extract_embeddings_tool", REPO / "tools" / "extract_embeddings.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from covr.tools import extract_embeddings as tool
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     assert tool.default_device({"SLURM_LOCALID": "6", "LOCAL_RANK": "1"}) == "cuda:2"  # 2 tasks per GPU: wraps

@@ -104,9 +104,9 @@ def test_requeue_signal_saves_and_the_requeued_job_resumes_exactly(shared, tmp_p
     cmd = [sys.executable, str(REPO / "train.py"), *BASE, *common]
     process = subprocess.Popen(cmd, cwd=REPO, env=job, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     head = []
-    for line in process.stdout:  # Lightning prints the model summary as fit starts
+    for line in process.stdout:  # covr's progress log says so as fit starts
         head.append(line)
-        if "Trainable params" in line:
+        if "[covr.training.progress]" in line:
             break
     os.kill(process.pid, signal.SIGUSR1)
     out = "".join(head) + process.communicate(timeout=400)[0]

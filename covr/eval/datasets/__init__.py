@@ -6,7 +6,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from covr.eval.datasets.base import Benchmark, Gallery, Protocol, Query, RetrievalTask
+from covr.eval.datasets.base import Benchmark, GalleryFiles, Protocol, Query, RetrievalTask
 from covr.eval.datasets.cir_jsonl import load_cir_jsonl
 from covr.eval.datasets.circo import load_circo
 from covr.eval.datasets.cirr import load_cirr
@@ -46,4 +46,4 @@ def load_benchmark(reader: str, options: Mapping[str, Any], name: str | None = N
     return function(**options)
 
 
-__all__ = ["READERS", "Benchmark", "Gallery", "Protocol", "Query", "RetrievalTask", "load_benchmark"]
+__all__ = ["READERS", "Benchmark", "GalleryFiles", "Protocol", "Query", "RetrievalTask", "load_benchmark"]

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from covr.data.errors import AnnotationError
 from covr.eval.media import Media
 
-__all__ = ["AnnotationError", "Benchmark", "Gallery", "Protocol", "Query", "RetrievalTask"]
+__all__ = ["AnnotationError", "Benchmark", "GalleryFiles", "Protocol", "Query", "RetrievalTask"]
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,8 @@ class Query:
 
 
 @dataclass(frozen=True)
-class Gallery:
-    """Gallery ids and the files they are read from (same order)."""
+class GalleryFiles:
+    """A gallery as a benchmark lists it: item ids and the files they are read from (same order)."""
 
     ids: list[str]
     paths: list[Media]
@@ -83,7 +83,7 @@ class RetrievalTask:
 
     name: str
     queries: list[Query]
-    gallery: Gallery
+    gallery: GalleryFiles
     # the benchmark's own gallery list when it repeats items: (entry key, item id), e.g. EgoCVR's
     # egocvr_data.csv rows or TF-CoVR's target_video column; protocols with columns="listing" rank it
     listing: list[tuple[str, str]] | None = None

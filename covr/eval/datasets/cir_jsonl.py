@@ -23,7 +23,7 @@ from typing import Literal
 from covr.eval.datasets.base import (
     AnnotationError,
     Benchmark,
-    Gallery,
+    GalleryFiles,
     Protocol,
     Query,
     RetrievalTask,
@@ -154,7 +154,7 @@ def load_cir_jsonl(
     if not queries:
         raise AnnotationError(f"{annotation}: no queries")
     ids = _read_gallery_ids(Path(gallery_file)) if gallery_file is not None else list(union)
-    gallery = Gallery(ids, [item(i) for i in ids])
+    gallery = GalleryFiles(ids, [item(i) for i in ids])
     return Benchmark(
         name=name,
         split=split,

@@ -18,7 +18,7 @@ from typing import Literal
 
 from covr.eval.datasets.base import (
     Benchmark,
-    Gallery,
+    GalleryFiles,
     Protocol,
     Query,
     RetrievalTask,
@@ -32,7 +32,7 @@ SPLITS = ("val", "test")
 PROTOCOL = Protocol(recall_ks=(1, 5, 10, 50), map_ks=(5, 10, 25, 50), submission_k=50)
 
 
-def read_coco_gallery(root: Path) -> Gallery:
+def read_coco_gallery(root: Path) -> GalleryFiles:
     """The COCO 2017 unlabeled image list: ids are the integer image ids as strings."""
     info_file = root / "COCO2017_unlabeled" / "annotations" / "image_info_unlabeled2017.json"
     info = read_json(info_file)
@@ -45,7 +45,7 @@ def read_coco_gallery(root: Path) -> Gallery:
         expect(isinstance(file_name, str), info_file, f"images[{n}]", image, "file_name is not a string")
         ids.append(str(image_id))
         paths.append(root / "COCO2017_unlabeled" / "unlabeled2017" / file_name)
-    return Gallery(ids, paths)
+    return GalleryFiles(ids, paths)
 
 
 def _query_text(caption: str, concept: str, shared_concept: str | None) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from covr.eval.datasets.base import (
     Benchmark,
-    Gallery,
+    GalleryFiles,
     Protocol,
     Query,
     RetrievalTask,
@@ -44,7 +44,7 @@ def load_cirr(root: str | Path, split: str = "val", image_root: str | Path | Non
     expect(isinstance(names, dict), split_file, "top level", type(names).__name__, "expected {name: relative path}")
     for name, rel in names.items():
         expect(isinstance(rel, str) and rel != "", split_file, f"image {name!r}", str(rel), "expected a relative path")
-    gallery = Gallery(ids=list(names), paths=[images / rel for rel in names.values()])
+    gallery = GalleryFiles(ids=list(names), paths=[images / rel for rel in names.values()])
 
     caption_file = root / "captions" / f"cap.rc2.{split}.json"
     entries = read_json(caption_file)

@@ -26,7 +26,7 @@ from typing import Literal
 from covr.eval.datasets.base import (
     AnnotationError,
     Benchmark,
-    Gallery,
+    GalleryFiles,
     Protocol,
     Query,
     RetrievalTask,
@@ -152,7 +152,7 @@ def load_egocvr(
     return Benchmark(
         name=name,
         split=setting,
-        tasks=[RetrievalTask(f"{name}/{setting}", queries, Gallery(clips, paths), listing)],
+        tasks=[RetrievalTask(f"{name}/{setting}", queries, GalleryFiles(clips, paths), listing)],
         protocol=Protocol(recall_ks=RECALL_KS[setting], recall_of="any", min_candidates=min_gallery_size),
         summarise=single_task_summary(),
         options=options,

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from covr.eval.datasets.base import Benchmark, Gallery, Protocol, Query, RetrievalTask, expect, field_of, read_json
+from covr.eval.datasets.base import Benchmark, GalleryFiles, Protocol, Query, RetrievalTask, expect, field_of, read_json
 from covr.eval.metrics import fashioniq_summary
 
 CATEGORIES = ("dress", "shirt", "toptee")
@@ -31,7 +31,7 @@ def _load_category(root: Path, category: str, split: str, reference_in_gallery: 
     for n, image in enumerate(ids):
         expect(isinstance(image, str) and image != "", split_file, f"entry {n}", str(image), "expected an image id")
     ids = list(dict.fromkeys(ids))  # the official split files repeat no id, but CoVR uses the unique ones anyway
-    gallery = Gallery(ids=ids, paths=[root / "images" / f"{image}.png" for image in ids])
+    gallery = GalleryFiles(ids=ids, paths=[root / "images" / f"{image}.png" for image in ids])
 
     caption_file = root / "captions" / f"cap.{category}.{split}.json"
     entries = read_json(caption_file)

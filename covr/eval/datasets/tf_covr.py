@@ -22,7 +22,7 @@ from typing import Literal
 from covr.eval.datasets.base import (
     AnnotationError,
     Benchmark,
-    Gallery,
+    GalleryFiles,
     Protocol,
     Query,
     RetrievalTask,
@@ -83,7 +83,7 @@ def load_tf_covr(
     return Benchmark(
         name=name,
         split=split,
-        tasks=[RetrievalTask(f"{name}/{split}", queries, Gallery(videos, [video_root / f"{v}.mp4" for v in videos]), listing)],
+        tasks=[RetrievalTask(f"{name}/{split}", queries, GalleryFiles(videos, [video_root / f"{v}.mp4" for v in videos]), listing)],
         protocol=Protocol(recall_ks=KS, map_ks=KS),
         summarise=single_task_summary(),
         options={"numbers_to_words": numbers_to_words, "text_rule": text_rule},

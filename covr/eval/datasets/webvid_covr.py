@@ -17,7 +17,7 @@ from covr.data.annotations import parse_scores
 from covr.eval.datasets.base import (
     AnnotationError,
     Benchmark,
-    Gallery,
+    GalleryFiles,
     Protocol,
     Query,
     RetrievalTask,
@@ -69,7 +69,7 @@ def load_webvid_covr(annotation: str | Path, video_root: str | Path, split: str 
     return Benchmark(
         name=name,
         split=split,
-        tasks=[RetrievalTask(f"{name}/{split}", queries, Gallery(list(targets), list(targets.values())))],
+        tasks=[RetrievalTask(f"{name}/{split}", queries, GalleryFiles(list(targets), list(targets.values())))],
         protocol=PROTOCOL,
         summarise=single_task_summary(webvid_covr_means),
         num_frames=TARGET_FRAMES,

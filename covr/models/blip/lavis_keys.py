@@ -1,9 +1,9 @@
 """LAVIS / original BLIP retrieval (`BlipRetrieval`, CoVR `blip_cir`) state dicts -> transformers BLIP names.
+Hand-written on purpose, because: transformers ships no LAVIS / CoVR converter (its repository's one-off
+scripts need the original code installed); `python -m covr.tools.verify_fixture` checks this table against LAVIS's outputs.
 
 Mapping (see ../shared/fixtures/lavis_blip_tiny.md):
-  visual_encoder.{cls_token,pos_embed,patch_embed.proj} -> vision_model.embeddings.{class_embedding,position_embedding,patch_embedding}
-  visual_encoder.blocks.i.{norm1,norm2,attn.qkv,attn.proj,mlp.fc1,mlp.fc2}
-      -> vision_model.encoder.layers.i.{layer_norm1,layer_norm2,self_attn.qkv,self_attn.projection,mlp.fc1,mlp.fc2}
+  visual_encoder.* (ViT embeddings and blocks): covr/models/lavis_vit.py
   visual_encoder.norm -> vision_model.post_layernorm
   text_encoder.*, vision_proj, text_proj, itm_head: unchanged (as are transformers' own vision_model.* names)
   dropped: momentum copies (*_m.*), image/text/idx queues, queue pointers, temp, position ids,
@@ -15,14 +15,12 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from torch import Tensor
 
-from covr.models.convert.lavis_blip2 import VISION_BLOCK as _VISION_BLOCK
-from covr.models.convert.lavis_blip2 import VISION_BLOCK_KEY as _BLOCK
-from covr.models.convert.lavis_blip2 import VISION_EMBED
+from covr.models.lavis_vit import VISION_EMBED, vision_name
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +37,12 @@ _KEPT = ("text_encoder.", "vision_proj.", "text_proj.", "itm_head.", "vision_mod
 _HEADS_BY_WIDTH = {1024: 16, 768: 12}
 
 
-def is_lavis_blip(state: Mapping[str, Any]) -> bool:
-    """True when the keys look like a LAVIS / original BLIP model (BERT text encoder, no Q-Former)."""
-    return any(k.startswith("text_encoder.encoder.layer.") for k in state) and not any(k.startswith("Qformer.") for k in state)
+def key_layout(keys: Collection[str]) -> str | None:
+    """"transformers BLIP" or "LAVIS BLIP" (BERT text encoder; the ViT under transformers' or LAVIS's
+    names) when the key names are of that layout, else None."""
+    if not any(k.startswith("text_encoder.") for k in keys):
+        return None
+    return "transformers BLIP" if any(k.startswith("vision_model.") for k in keys) else "LAVIS BLIP"
 
 
 def convert_lavis_blip(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], list[str], list[str]]:
@@ -51,14 +52,8 @@ def convert_lavis_blip(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], 
     for key, value in state.items():
         if _MOMENTUM.match(key) or _DROPPED.search(key):
             dropped.append(key)
-        elif key in _VISION_EMBED:
-            out[_VISION_EMBED[key]] = value
-        elif m := _BLOCK.match(key):
-            block, part, kind = m.groups()
-            if part not in _VISION_BLOCK:
-                unknown.append(key)
-                continue
-            out[f"vision_model.encoder.layers.{block}.{_VISION_BLOCK[part]}.{kind}"] = value
+        elif name := vision_name(key, _VISION_EMBED):
+            out[name] = value
         elif key.startswith(_KEPT):
             out[key] = value
         else:
@@ -90,7 +85,7 @@ def default_heads(width: int, part: str) -> int:
 
 
 def infer_blip_spec(state: Mapping[str, Tensor], base: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Backbone spec (covr.models.blip.make_blip_config format) from converted-key shapes.
+    """Backbone spec (covr.models.blip.model.make_blip_config format) from converted-key shapes.
 
     Sizes come from the tensors; what shapes cannot tell (heads, eps, image size when the position
     grid should be resized) comes from `base`, else from the released BLIP models (ViT eps 1e-6,

@@ -1,9 +1,9 @@
 """LAVIS BLIP-2 (`Blip2Qformer`, CoVR-2 `blip2_cir`) state dicts -> transformers BLIP-2 names.
+Hand-written on purpose, because: transformers ships no LAVIS / CoVR converter (its repository's one-off
+scripts need the original code installed); `python -m covr.tools.verify_fixture` checks this table against LAVIS's outputs.
 
 Mapping (see ../shared/guide/backbones.md):
-  visual_encoder.{cls_token,pos_embed,patch_embed.proj} -> vision_model.embeddings.{class_embedding,position_embedding,patch_embedding}
-  visual_encoder.blocks.i.{norm1,norm2,attn.qkv,attn.proj,mlp.fc1,mlp.fc2}
-      -> vision_model.encoder.layers.i.{layer_norm1,layer_norm2,self_attn.qkv,self_attn.projection,mlp.fc1,mlp.fc2}
+  visual_encoder.* (ViT embeddings and blocks): covr/models/lavis_vit.py
   visual_encoder.blocks.i.attn.{q_bias,v_bias} -> ...self_attn.qkv.bias = cat(q_bias, 0, v_bias)
   ln_vision -> vision_model.post_layernorm
   Qformer.bert.embeddings.LayerNorm -> qformer.layernorm; Qformer.bert.embeddings.* -> embeddings.*
@@ -15,34 +15,26 @@ Mapping (see ../shared/guide/backbones.md):
 
 from __future__ import annotations
 
-import logging
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-log = logging.getLogger(__name__)
+from covr.models.lavis_vit import vision_name
 
-VISION_BLOCK = {
-    "norm1": "layer_norm1",
-    "norm2": "layer_norm2",
-    "attn.qkv": "self_attn.qkv",
-    "attn.proj": "self_attn.projection",
-    "mlp.fc1": "mlp.fc1",
-    "mlp.fc2": "mlp.fc2",
-}
-VISION_EMBED = {
-    "visual_encoder.cls_token": "vision_model.embeddings.class_embedding",
-    "visual_encoder.pos_embed": "vision_model.embeddings.position_embedding",
-    "visual_encoder.patch_embed.proj.weight": "vision_model.embeddings.patch_embedding.weight",
-    "visual_encoder.patch_embed.proj.bias": "vision_model.embeddings.patch_embedding.bias",
-}
 _DROPPED = re.compile(r"^(Qformer\.cls\.|temp$|.*position_ids$)")
-VISION_BLOCK_KEY = re.compile(r"^visual_encoder\.blocks\.(\d+)\.(.+)\.(weight|bias)$")
+
+
+def key_layout(keys: Collection[str]) -> str | None:
+    """"LAVIS BLIP-2" or "transformers BLIP-2" when the key names are of that layout, else None."""
+    if any(k.startswith("Qformer.") for k in keys):
+        return "LAVIS BLIP-2"
+    if any(k.startswith("qformer.") for k in keys) and "query_tokens" in keys:
+        return "transformers BLIP-2"
+    return None
 
 
 def is_lavis_blip2(state: Mapping[str, Any]) -> bool:
@@ -69,17 +61,11 @@ def convert_lavis_blip2(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor],
     for key, value in state.items():
         if _DROPPED.match(key):
             dropped.append(key)
-        elif key in VISION_EMBED:
-            out[VISION_EMBED[key]] = value
         elif key.startswith("visual_encoder.blocks.") and key.endswith((".attn.q_bias", ".attn.v_bias")):
             block = key.split(".")[2]
             (q_bias if key.endswith("q_bias") else v_bias)[block] = value
-        elif m := VISION_BLOCK_KEY.match(key):
-            block, part, kind = m.groups()
-            if part not in VISION_BLOCK:
-                unknown.append(key)
-                continue
-            out[f"vision_model.encoder.layers.{block}.{VISION_BLOCK[part]}.{kind}"] = value
+        elif name := vision_name(key):
+            out[name] = value
         elif key.startswith("ln_vision."):
             out["vision_model.post_layernorm." + key[len("ln_vision."):]] = value
         elif key.startswith("Qformer.bert."):
@@ -110,25 +96,8 @@ def has_vision(state: Mapping[str, Any]) -> bool:
     return any(k.startswith("visual_encoder.") for k in state)
 
 
-def resize_position_embedding(pos: Tensor, grid: int, source: str) -> Tensor:
-    """Bicubic interpolation of [1, 1 + g*g, D] position embeddings to [1, 1 + grid*grid, D] (CLS kept)."""
-    n = pos.shape[1] - 1
-    old = int(math.isqrt(n))
-    if old * old != n:
-        raise ValueError(f"{source}: position embedding with {n} patch positions is not a square grid")
-    if old == grid:
-        return pos
-    log.info("%s: interpolating vision position embeddings from %dx%d to %dx%d patches (bicubic)", source, old, old, grid, grid)
-    cls, patches = pos[:, :1], pos[:, 1:]
-    dim = pos.shape[-1]
-    patches = patches.reshape(1, old, old, dim).permute(0, 3, 1, 2).float()
-    patches = F.interpolate(patches, size=(grid, grid), mode="bicubic", align_corners=False)
-    patches = patches.permute(0, 2, 3, 1).reshape(1, grid * grid, dim).to(pos.dtype)
-    return torch.cat([cls, patches], dim=1)
-
-
 def infer_blip2_spec(state: Mapping[str, Tensor], base: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Backbone spec (covr.models.blip2.make_blip2_config format) from converted-key shapes.
+    """Backbone spec (covr.models.blip2.model.make_blip2_config format) from converted-key shapes.
 
     Sizes come from the tensors; what shapes cannot tell (attention heads, image size when the
     position grid should be resized, activation, eps) comes from `base`."""

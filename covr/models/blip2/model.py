@@ -3,7 +3,7 @@
 The parameters keep transformers' `Blip2ForImageTextRetrieval` names (`vision_model.*`,
 `query_tokens`, `embeddings.*`, `qformer.*`, `vision_projection.*`, `text_projection.*`,
 `itm_head.*`), so a hub state dict loads unchanged and a LAVIS one loads after renaming
-(covr/models/convert/lavis_blip2.py).
+(covr/models/blip2/lavis_keys.py).
 
 Shapes: N images, B samples, S vision tokens (CLS + patches), Dv vision width,
 Q query tokens, H Q-Former width, L text tokens, E retrieval width.
@@ -21,14 +21,11 @@ from transformers import Blip2Config, Blip2ForImageTextRetrieval
 
 from covr.models.backbone import Backbone, TextTokens, architecture_fields
 
-# Q-Former parts that the target (image-only) path uses; copied when they become trainable.
-_TARGET_PARTS = ("query_tokens", "qformer", "vision_projection")
-
 # Stage-2 default: the textual query encoder, i.e. every Q-Former part of the composed query path.
-BLIP2_TEXT_ENCODER = ["query_tokens", "embeddings.*", "qformer.*", "text_projection.*"]
+BLIP2_TEXT_ENCODER = ("query_tokens", "embeddings.*", "qformer.*", "text_projection.*")
 
 
-def make_blip2_config(spec: dict[str, Any]) -> Blip2Config:
+def make_blip2_config(spec: dict[str, Any], attn_implementation: str | None = None) -> Blip2Config:
     """Build a transformers `Blip2Config` from covr's backbone spec.
 
     spec keys: `vision_config` and `qformer_config` (transformers field names), `num_query_tokens`,
@@ -40,30 +37,32 @@ def make_blip2_config(spec: dict[str, Any]) -> Blip2Config:
     qformer["use_qformer_text_input"] = True
     if "hidden_size" in vision:
         qformer.setdefault("encoder_hidden_size", vision["hidden_size"])
-    return Blip2Config(
+    config = Blip2Config(
         vision_config=vision,
         qformer_config=qformer,
         num_query_tokens=int(spec.get("num_query_tokens", 32)),
         image_text_hidden_size=int(spec.get("image_text_hidden_size", 256)),
     )
+    if attn_implementation is not None:
+        config._attn_implementation = attn_implementation
+    return config
 
 
 class Blip2Backbone(Backbone):
     """Frozen-or-trainable BLIP-2 parts with retrieval-level methods (see `Backbone`)."""
 
     family = "blip2"
+    transformers_class = Blip2ForImageTextRetrieval
+    parts = ("vision_model", "query_tokens", "embeddings", "qformer", "vision_projection", "text_projection", "itm_head")
+    # the image-only path: ViT, then the Q-Former's queries; all but the (frozen) ViT are shared with
+    # the composed query, which stage 2 fine-tunes, so those are copied
+    target_parts = ("vision_model", "query_tokens", "qformer", "vision_projection")
+    copied_target_parts = ("query_tokens", "qformer", "vision_projection")
+    text_encoder_patterns = BLIP2_TEXT_ENCODER
+    pretrain_patterns = ("vision_model.*", "vision_projection.*", *BLIP2_TEXT_ENCODER)  # all but the ITM head
 
     def __init__(self, model: Blip2ForImageTextRetrieval, tokenizer, post_layernorm_eps: float | None = None):
-        super().__init__()
-        self.config = model.config
-        self.vision_model = model.vision_model
-        self.query_tokens = model.query_tokens
-        self.embeddings = model.embeddings
-        self.qformer = model.qformer
-        self.vision_projection = model.vision_projection
-        self.text_projection = model.text_projection
-        self.itm_head = model.itm_head
-        self.tokenizer = tokenizer
+        super().__init__(model, tokenizer)
         if post_layernorm_eps is not None:  # LAVIS's ln_vision uses 1e-5, transformers' config 1e-6
             self.vision_model.post_layernorm.eps = float(post_layernorm_eps)
 
@@ -91,44 +90,13 @@ class Blip2Backbone(Backbone):
             "post_layernorm_eps": self.vision_model.post_layernorm.eps,
         }
 
-    def default_text_encoder(self) -> list[str]:
-        return list(BLIP2_TEXT_ENCODER)
-
-    def pretrain_parameters(self) -> list[str]:
-        """Stage 0 (video-caption contrastive adaptation): everything but the ITM head."""
-        return ["vision_model.*", "vision_projection.*"] + BLIP2_TEXT_ENCODER
-
-    def target_parameter_names(self) -> list[str]:
-        return [n for n, _ in self.named_parameters() if n.split(".")[0] in _TARGET_PARTS + ("vision_model",)]
-
-    def target_state(self) -> dict[str, Tensor]:
-        """The tensors the target path computes with, under their live names (copy or not)."""
-        state = {k: v for k, v in self.state_dict().items() if k.split(".")[0] in _TARGET_PARTS + ("vision_model",)}
-        if self.target_path is not None:
-            state.update({k: v for k, v in self.target_path.state_dict().items()})
-        return state
-
-    def to_transformers(self) -> Blip2ForImageTextRetrieval:
-        """A transformers `Blip2ForImageTextRetrieval` with these weights (for `save_pretrained`).
-        LAVIS's separate ln_vision eps travels as the extra config field `post_layernorm_eps`."""
+    def export_config(self) -> Blip2Config:
+        """LAVIS's separate ln_vision eps travels as the extra config field `post_layernorm_eps`."""
         config = copy.deepcopy(self.config)
         config.vision_config.post_layernorm_eps = self.vision_model.post_layernorm.eps
-        model = Blip2ForImageTextRetrieval(config)
-        state = {k: v for k, v in self.state_dict().items() if not k.startswith("target_path.")}
-        model.load_state_dict(state, strict=True)
-        model.vision_model.post_layernorm.eps = self.vision_model.post_layernorm.eps
-        return model
+        return config
 
-    # ---- target path snapshot ----------------------------------------------------------------
-    def freeze_target_path(self) -> None:
-        """Keep a frozen copy of the image-only Q-Former path, so that targets stay in the space of
-        precomputed embedding stores while stage 2 fine-tunes the shared Q-Former."""
-        parts = nn.ModuleDict({"qformer": copy.deepcopy(self.qformer), "vision_projection": copy.deepcopy(self.vision_projection)})
-        parts.register_parameter("query_tokens", nn.Parameter(self.query_tokens.detach().clone()))
-        for p in parts.parameters():
-            p.requires_grad_(False)
-        self.target_path = parts.eval()
-
+    # ---- target path ---------------------------------------------------------------------------
     def _target_parts(self) -> tuple[Tensor, nn.Module, nn.Module]:
         if self.target_path is None:
             return self.query_tokens, self.qformer, self.vision_projection
@@ -136,11 +104,6 @@ class Blip2Backbone(Backbone):
         return t.query_tokens, t["qformer"], t["vision_projection"]
 
     # ---- vision ------------------------------------------------------------------------------
-    def vision_tokens(self, pixels: Tensor) -> Tensor:
-        """[N, 3, H, W] normalised frames -> [N, S, Dv] (ViT + final LayerNorm, LAVIS's ln_vision)."""
-        self.check_frame_size(pixels)
-        return self.vision_model(pixel_values=pixels).last_hidden_state
-
     def image_query_hidden(self, vision_tokens: Tensor, target: bool = False) -> Tensor:
         """Image-only Q-Former pass: [N, S, Dv] -> query outputs [N, Q, H].
 
@@ -161,20 +124,11 @@ class Blip2Backbone(Backbone):
         return self.image_query_hidden(vision_tokens)
 
     # ---- text --------------------------------------------------------------------------------
-    def tokenize(self, texts: list[str], max_length: int, padding: str = "longest") -> TextTokens:
-        enc = self.tokenizer(list(texts), padding=padding, truncation=True, max_length=max_length, return_tensors="pt")
-        device = self.query_tokens.device
-        return TextTokens(enc["input_ids"].to(device), enc["attention_mask"].to(device))
-
     def text_hidden(self, tokens: TextTokens) -> Tensor:
         """Text-only Q-Former pass: [B, L] ids -> [B, L, H] (text feed-forward weights, no images)."""
         embeds = self.embeddings(input_ids=tokens.input_ids)
         out = self.qformer(query_embeds=embeds, query_length=0, attention_mask=tokens.attention_mask)
         return out.last_hidden_state
-
-    def text_embedding(self, tokens: TextTokens) -> Tensor:
-        """Caption feature: normalize(text_proj(CLS)) [B, E] (BLIP-2 ITC text feature)."""
-        return F.normalize(self.text_projection(self.text_hidden(tokens)[:, 0]), dim=-1)
 
     # ---- composed query ----------------------------------------------------------------------
     def joint_hidden(self, vision_tokens: Tensor, tokens: TextTokens, vision_mask: Tensor | None = None) -> Tensor:
@@ -203,23 +157,18 @@ class Blip2Backbone(Backbone):
         )
         return out.last_hidden_state[:, :q]
 
-    def project_query(self, hidden: Tensor) -> Tensor:
-        """CoVR-2 query head: normalize(text_proj(hidden)) per token, [B, Q, H] -> [B, Q, E]."""
-        return F.normalize(self.text_projection(hidden), dim=-1)
-
     def itm_logits(self, vision_tokens: Tensor, tokens: TextTokens) -> Tensor:
         """Image-text matching logits [B, 2] (ITM head on the joint query outputs, token mean)."""
         return self.itm_head(self.joint_hidden(vision_tokens, tokens)).mean(dim=1)
 
 
-def build_blip2_random(spec: dict[str, Any], tokenizer, attn_implementation: str = "sdpa", seed: int | None = None) -> Blip2Backbone:
+def build_blip2_random(spec: dict[str, Any], tokenizer, seed: int | None = None, attn_implementation: str = "sdpa") -> Blip2Backbone:
     """A randomly initialised BLIP-2 (tests, toy runs). Init follows LAVIS where transformers'
     defaults would make a random model degenerate: ViT weights N(0, 0.02) (transformers: 1e-10)
     and query tokens N(0, 0.02) (transformers: zeros)."""
     spec = copy.deepcopy(spec)
     spec.setdefault("vision_config", {}).setdefault("initializer_range", 0.02)
-    config = make_blip2_config(spec)
-    config._attn_implementation = attn_implementation
+    config = make_blip2_config(spec, attn_implementation)
     if seed is not None:
         torch.manual_seed(seed)
     model = Blip2ForImageTextRetrieval(config)

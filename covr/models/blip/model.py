@@ -2,7 +2,7 @@
 
 The parameters keep transformers' `BlipForImageTextRetrieval` names (`vision_model.*`,
 `text_encoder.*`, `vision_proj.*`, `text_proj.*`, `itm_head.*`), so a hub state dict loads
-unchanged and a LAVIS / CoVR one loads after renaming the ViT (covr/models/convert/lavis_blip.py).
+unchanged and a LAVIS / CoVR one loads after renaming the ViT (covr/models/blip/lavis_keys.py).
 
 CoVR (BLIP) composed query: the edit text with its first token replaced by `[ENC]` runs through the
 image-grounded text encoder (cross-attention in every layer to the reference frame's ViT tokens);
@@ -26,18 +26,18 @@ from covr.models.backbone import Backbone, TextTokens, architecture_fields
 from covr.models.tokenizer import ENC_TOKEN
 
 # Stage-2 default: the textual query encoder (image-grounded BERT) and its projection.
-BLIP_TEXT_ENCODER = ["text_encoder.*", "text_proj.*"]
-_TARGET_PARTS = ("vision_model", "vision_proj")
+BLIP_TEXT_ENCODER = ("text_encoder.*", "text_proj.*")
 _TEXT_TOKEN_IDS = ("bos_token_id", "eos_token_id", "sep_token_id", "pad_token_id")
 
 
-def make_blip_config(spec: dict[str, Any]) -> BlipConfig:
+def make_blip_config(spec: dict[str, Any], attn_implementation: str | None = None) -> BlipConfig:
     """Build a transformers `BlipConfig` from covr's backbone spec.
 
     spec keys: `vision_config` and `text_config` (transformers field names), `image_text_hidden_size`.
     The text encoder always has cross-attention (`is_decoder`, which is how transformers enables it)
     and its `encoder_hidden_size` follows the vision width. Special-token ids beyond a small test
-    vocabulary are cleared (they only matter for captioning)."""
+    vocabulary are cleared (they only matter for captioning). `attn_implementation` is not used:
+    transformers' BLIP has one attention path."""
     vision = dict(spec.get("vision_config") or {})
     text = dict(spec.get("text_config") or {})
     text["is_decoder"] = True
@@ -54,16 +54,17 @@ class BlipBackbone(Backbone):
     """Frozen-or-trainable BLIP parts with retrieval-level methods (see `Backbone`)."""
 
     family = "blip"
+    transformers_class = BlipForImageTextRetrieval
+    parts = ("vision_model", "text_encoder", "vision_proj", "text_proj", "itm_head")
+    # the target path: ViT CLS -> vision_proj. Only vision_proj is copied: the ViT is frozen outside
+    # stage 0, as for BLIP-2, and stage 2 trains only the text encoder, which targets do not use
+    target_parts = ("vision_model", "vision_proj")
+    copied_target_parts = ("vision_proj",)
+    text_encoder_patterns = BLIP_TEXT_ENCODER
+    pretrain_patterns = ("vision_model.*", "vision_proj.*", *BLIP_TEXT_ENCODER)  # all but the ITM head
 
     def __init__(self, model: BlipForImageTextRetrieval, tokenizer):
-        super().__init__()
-        self.config = model.config
-        self.vision_model = model.vision_model
-        self.text_encoder = model.text_encoder
-        self.vision_proj = model.vision_proj
-        self.text_proj = model.text_proj
-        self.itm_head = model.itm_head
-        self.tokenizer = tokenizer
+        super().__init__(model, tokenizer)
         enc = tokenizer.convert_tokens_to_ids(ENC_TOKEN)
         if enc is None or enc == tokenizer.unk_token_id:
             raise ValueError(f"a BLIP tokenizer needs the {ENC_TOKEN} token (build it with build_tokenizer(..., family='blip'))")
@@ -96,46 +97,7 @@ class BlipBackbone(Backbone):
             "image_text_hidden_size": self.embed_dim,
         }
 
-    def default_text_encoder(self) -> list[str]:
-        return list(BLIP_TEXT_ENCODER)
-
-    def pretrain_parameters(self) -> list[str]:
-        """Stage 0 (video-caption contrastive adaptation): everything but the ITM head."""
-        return ["vision_model.*", "vision_proj.*"] + BLIP_TEXT_ENCODER
-
-    def target_parameter_names(self) -> list[str]:
-        return [n for n, _ in self.named_parameters() if n.split(".")[0] in _TARGET_PARTS]
-
-    def target_state(self) -> dict[str, Tensor]:
-        """The tensors the target path computes with, under their live names (copy or not)."""
-        state = {k: v for k, v in self.state_dict().items() if k.split(".")[0] in _TARGET_PARTS}
-        if self.target_path is not None:
-            state.update(self.target_path.state_dict())
-        return state
-
-    def to_transformers(self) -> BlipForImageTextRetrieval:
-        """A transformers `BlipForImageTextRetrieval` with these weights (for `save_pretrained`)."""
-        model = BlipForImageTextRetrieval(copy.deepcopy(self.config))
-        state = {k: v for k, v in self.state_dict().items() if not k.startswith("target_path.")}
-        model.load_state_dict(state, strict=True)
-        return model
-
-    # ---- target path snapshot ----------------------------------------------------------------
-    def freeze_target_path(self) -> None:
-        """Keep a frozen copy of `vision_proj`, so that targets stay in the space of precomputed
-        embedding stores if a stage trains it. (The ViT is frozen outside stage 0, as for BLIP-2;
-        stage 2 trains only the text encoder, which the target path does not use.)"""
-        parts = nn.ModuleDict({"vision_proj": copy.deepcopy(self.vision_proj)})
-        for p in parts.parameters():
-            p.requires_grad_(False)
-        self.target_path = parts.eval()
-
     # ---- vision ------------------------------------------------------------------------------
-    def vision_tokens(self, pixels: Tensor) -> Tensor:
-        """[N, 3, H, W] normalised frames -> [N, S, Dv] (ViT + final LayerNorm)."""
-        self.check_frame_size(pixels)
-        return self.vision_model(pixel_values=pixels).last_hidden_state
-
     def image_embeddings(self, vision_tokens: Tensor) -> Tensor:
         """Target-side features: [N, S, Dv] -> normalize(vision_proj(CLS)) [N, 1, E]."""
         projection = self.vision_proj if self.target_path is None else self.target_path["vision_proj"]
@@ -147,19 +109,10 @@ class BlipBackbone(Backbone):
         return vision_tokens[:, :1]
 
     # ---- text --------------------------------------------------------------------------------
-    def tokenize(self, texts: list[str], max_length: int, padding: str = "longest") -> TextTokens:
-        enc = self.tokenizer(list(texts), padding=padding, truncation=True, max_length=max_length, return_tensors="pt")
-        device = self.text_proj.weight.device
-        return TextTokens(enc["input_ids"].to(device), enc["attention_mask"].to(device))
-
     def text_hidden(self, tokens: TextTokens) -> Tensor:
         """Unimodal text encoder ([CLS] first, no cross-attention): [B, L] ids -> [B, L, H]."""
         out = self.text_encoder(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask, is_decoder=False)
         return out.last_hidden_state
-
-    def text_embedding(self, tokens: TextTokens) -> Tensor:
-        """Caption feature: normalize(text_proj(CLS)) [B, E] (BLIP ITC text feature)."""
-        return F.normalize(self.text_proj(self.text_hidden(tokens)[:, 0]), dim=-1)
 
     # ---- composed query ----------------------------------------------------------------------
     def multimodal_hidden(self, vision_tokens: Tensor, tokens: TextTokens, vision_mask: Tensor | None = None) -> Tensor:
@@ -200,16 +153,12 @@ class BlipBackbone(Backbone):
         """Composed-query hidden state: the multimodal `[ENC]` (CLS) output [B, 1, H]."""
         return self.multimodal_hidden(vision_tokens, tokens, vision_mask)[:, :1]
 
-    def project_query(self, hidden: Tensor) -> Tensor:
-        """CoVR query head: normalize(text_proj(hidden)) per token, [B, Q, H] -> [B, Q, E]."""
-        return F.normalize(self.text_proj(hidden), dim=-1)
-
     def itm_logits(self, vision_tokens: Tensor, tokens: TextTokens) -> Tensor:
         """Image-text matching logits [B, 2] (ITM head on the multimodal CLS)."""
         return self.itm_head(self.joint_hidden(vision_tokens, tokens)[:, 0])
 
 
-def build_blip_random(spec: dict[str, Any], tokenizer, seed: int | None = None) -> BlipBackbone:
+def build_blip_random(spec: dict[str, Any], tokenizer, seed: int | None = None, attn_implementation: str | None = None) -> BlipBackbone:
     """A randomly initialised BLIP (tests, toy runs). The ViT is initialised N(0, 0.02) as in BLIP
     (transformers' vision default 1e-10 would map every image to nearly the same output)."""
     spec = copy.deepcopy(spec)

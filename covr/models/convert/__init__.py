@@ -1,1 +1,0 @@
-"""Checkpoint key conversion from other codebases (LAVIS, CoVR) to covr / transformers names."""
