@@ -10,14 +10,15 @@ can be taken before storage whenever only mean-pooled similarity is needed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-SimilarityMode = Literal["mean", "max_target_token", "max_token_pair"]
-SIMILARITY_MODES: tuple[str, ...] = ("mean", "max_target_token", "max_token_pair")
+SimilarityMode = Literal["mean", "max_target_token", "max_token_pair", "uncertainty"]
+SIMILARITY_MODES: tuple[str, ...] = ("mean", "max_target_token", "max_token_pair", "uncertainty")
 # modes that score a query by its token mean (the others need the query's tokens)
 POOLED_QUERY_MODES = ("mean", "max_target_token")
 
@@ -49,11 +50,17 @@ def similarity(query: Tensor, gallery: Tensor, mode: SimilarityMode = "mean") ->
                           needs a token gallery [N, K, E]
       "max_token_pair":   max over query tokens q and gallery tokens k of (query token q . gallery token k)
                           (CoVR-2's CIRR evaluation); needs tokens on both sides
+      "uncertainty":      HUG's Gaussian distance, negated: -(||mu_q - mu_c||^2 + ||sigma_c||^2) over tokens x
+                          dims; needs query tokens [Bq, Q, E] and a gallery made by `with_variance` [N, Q + 1, E].
+                          The query's own ||sigma_q||^2 is left out: the same for every item, it changes
+                          no ranking
     returns  [Bq, N]
     """
     check_mode(mode)
     if mode == "mean":
         return pool_tokens(query) @ pool_tokens(gallery).T
+    if mode == "uncertainty":
+        return -gaussian_distance(query, gallery)
     if gallery.dim() != 3:
         raise ValueError(f"similarity mode {mode!r} needs token-level gallery embeddings [N, K, E], got shape {tuple(gallery.shape)}")
     if mode == "max_target_token":
@@ -63,6 +70,32 @@ def similarity(query: Tensor, gallery: Tensor, mode: SimilarityMode = "mean") ->
     (b, q, e), (n, k) = query.shape, gallery.shape[:2]
     pairs = query.reshape(b * q, e) @ gallery.reshape(n * k, e).T  # [B*Q, N*K]: one matmul, no einsum copy
     return pairs.view(b, q, n, k).amax(dim=(1, 3))
+
+
+def with_variance(tokens: Tensor, variance: Callable[[Tensor], Tensor], chunk: int = 4096, device: torch.device | str | None = None) -> Tensor:
+    """A gallery for "uncertainty" similarity: tokens [N, Q, E] followed by one row per item whose first
+    entry is ||sigma_c||^2 = the sum of `variance(tokens)` [N, Q, E] (a model's `target_variance`,
+    run on `device` in chunks of `chunk` items) -> [N, Q + 1, E]."""
+    if tokens.dim() != 3:
+        raise ValueError(f"similarity 'uncertainty' needs token-level gallery embeddings [N, Q, E], got shape {tuple(tokens.shape)}")
+    extra = tokens.new_zeros(tokens.shape[0], 1, tokens.shape[2])
+    for start in range(0, tokens.shape[0], chunk):
+        part = tokens[start : start + chunk].to(device if device is not None else tokens.device, torch.float32)
+        extra[start : start + chunk, 0, 0] = variance(part).flatten(1).sum(1).to(extra.device, extra.dtype)
+    return torch.cat([tokens, extra], dim=1)
+
+
+def gaussian_distance(query: Tensor, gallery: Tensor) -> Tensor:
+    """||mu_q - mu_c||^2 + ||sigma_c||^2 for query tokens [Bq, Q, E] and a `with_variance` gallery
+    [N, Q + 1, E] -> [Bq, N]."""
+    if query.dim() != 3 or gallery.dim() != 3 or gallery.shape[1] != query.shape[1] + 1:
+        raise ValueError(
+            f"similarity 'uncertainty' needs query tokens [B, Q, E] and a gallery [N, Q + 1, E] from with_variance, "
+            f"got {tuple(query.shape)} and {tuple(gallery.shape)}"
+        )
+    q, mean = query.flatten(1), gallery[:, :-1].flatten(1)
+    squared = q.square().sum(1)[:, None] + mean.square().sum(1)[None, :] - 2.0 * q @ mean.T
+    return squared + gallery[:, -1, 0][None, :]
 
 
 def renormalised_mean(tokens: Tensor) -> Tensor:

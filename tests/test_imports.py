@@ -128,7 +128,7 @@ def test_the_cycle_check_sees_lazy_and_relative_imports(tmp_path):
 # covr.models in layers (covr/models/loading.py): a module imports only from its own layer or below,
 # and the generic layers reach a backbone family only through the registry (covr.models.families).
 MODEL_LAYERS = [
-    ("backbone", "checkpoint_io", "heads", "lavis_vit", "retriever", "tokenizer", "trainable", "xaligner"),
+    ("backbone", "checkpoint_io", "clips", "heads", "lavis_vit", "retriever", "tokenizer", "trainable", "uncertainty", "xaligner"),
     ("blip", "blip2"),  # one package per family
     ("families",),
     ("covr_checkpoint", "folder", "formats"),

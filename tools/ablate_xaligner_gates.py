@@ -42,7 +42,7 @@ from omegaconf import OmegaConf  # noqa: E402
 import covr.training.config  # noqa: E402,F401  (resolvers)
 from covr.training.config import plain  # noqa: E402
 from covr.training.run import test_checkpoint, train  # noqa: E402
-from covr.tools import HelpFormatter  # noqa: E402
+from covr.tools import HelpFormatter, mean_sd  # noqa: E402
 
 VARIANTS = {  # name: config overrides
     "output": ["model.xaligner.residual=output"],
@@ -98,14 +98,6 @@ def branch_figures(run_dir: Path) -> dict[str, float]:
     if gates:
         out["gate"] = statistics.mean(gates)
     return out
-
-
-def _mean_sd(values: list[float], digits: int = 2) -> str:
-    if not values:
-        return ""
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def main() -> None:
@@ -166,10 +158,10 @@ def main() -> None:
     print(f"| residual | R@1 after stage 1 ({steps1} steps) | shift | update | abs(gate) | R@1 after stage 2 (+{steps2}) | shift | update | abs(gate) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, r in rows:
-        cells = [_mean_sd(r.get("R1_stage1", []))]
-        cells += [_mean_sd(r.get(f"{k}_stage1", []), 4) for k in ("shift", "update", "gate")]
-        cells += [_mean_sd(r.get("R1_stage2", []))]
-        cells += [_mean_sd(r.get(f"{k}_stage2", []), 4) for k in ("shift", "update", "gate")]
+        cells = [mean_sd(r.get("R1_stage1", []))]
+        cells += [mean_sd(r.get(f"{k}_stage1", []), 4) for k in ("shift", "update", "gate")]
+        cells += [mean_sd(r.get("R1_stage2", []))]
+        cells += [mean_sd(r.get(f"{k}_stage2", []), 4) for k in ("shift", "update", "gate")]
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 

@@ -133,13 +133,17 @@ class EpochSampler(Sampler[int]):
         n = len(self.dataset)
         return n // world if self.drop_last else -(-n // world)
 
+    def epoch_order(self) -> list[int]:
+        """Every position of the current epoch, in the order the epoch visits them (all ranks together);
+        a function of (seed, epoch) alone, so every rank and every resumed run computes the same."""
+        if not self.shuffle:
+            return list(range(len(self.dataset)))
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return torch.randperm(len(self.dataset), generator=generator).tolist()
+
     def __iter__(self) -> Iterator[int]:
         world, rank = self._world()
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(len(self.dataset), generator=generator).tolist()
-        else:
-            order = list(range(len(self.dataset)))
+        order = self.epoch_order()
         total = len(self) * world
         order = order[:total] if self.drop_last else (order + order[: total - len(order)])
         mine = order[rank::world]

@@ -29,6 +29,7 @@ from covr.data.row_checks import check_rows
 from covr.data.skips import append_skip
 from covr.data.text import clean_text
 from covr.data.transforms import TestTransform, build_transform
+from covr.data.triplets import with_corrective_triplets
 from covr.data.video import IMAGE_SUFFIXES, load_frames, sample_indices
 from covr.similarity import score_weights
 
@@ -69,6 +70,7 @@ class WebVidCoVRDataset(Dataset):
         max_words: int = 30,
         video_suffix: str = ".mp4",
         check_files: bool = True,
+        corrective_triplets: str | Path | None = None,
     ) -> None:
         """epoch_mode None means "unique_targets" for split "train", "all_triplets" otherwise.
 
@@ -84,10 +86,12 @@ class WebVidCoVRDataset(Dataset):
         frame_dtype: dtype of the frames items carry (float32 / float16 normalised, or uint8 pixels
         for ``to_model_input`` to normalise on the device); applies to the default transform and
         to the target frames.
+        corrective_triplets: a JSONL file of extra (reference, edit, target) rows appended to the CSV's
+        (covr.data.triplets; ReCALL's corrected texts for mined negatives).
         """
         if target_source not in ("frames", "store"):
             raise ValueError(f"target_source must be 'frames' or 'store', got {target_source!r}")
-        self.annotations = read_webvid_covr_csv(csv_path)
+        self.annotations = with_corrective_triplets(read_webvid_covr_csv(csv_path), corrective_triplets)
         self.video_root, self.split = Path(video_root), split
         self._root = str(video_root)
         self.num_reference_frames, self.reference_sampling = num_reference_frames, reference_sampling

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from covr.data.errors import AnnotationError
+from covr.data.jsonl import read_jsonl
 from covr.eval.datasets.base import Query, read_json
 
 ID_KEYS = ("id", "reference", "image")
@@ -23,19 +24,11 @@ def read_caption_file(path: str | Path) -> dict[str, str]:
     """{reference id: caption} from a JSON or JSONL caption file."""
     path = Path(path)
     if path.suffix == ".jsonl":
-        if not path.is_file():
-            raise AnnotationError(f"{path}: caption file not found")
         captions = {}
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise AnnotationError(f"{path}: line {n}: not valid JSON ({error})") from error
-            key = next((entry[k] for k in ID_KEYS if isinstance(entry, dict) and k in entry), None)
+        for n, entry in read_jsonl(path, "caption file"):
+            key = next((entry[k] for k in ID_KEYS if k in entry), None)
             if key is None or not isinstance(entry.get("caption"), str):
-                raise AnnotationError(f"{path}: line {n}: expected {{'id': ..., 'caption': str}}: {line[:200]}")
+                raise AnnotationError(f"{path}: line {n}: expected {{'id': ..., 'caption': str}}: {json.dumps(entry)[:200]}")
             captions[str(key)] = entry["caption"]
         return captions
     data = read_json(path)
@@ -60,6 +53,9 @@ def query_captions(queries: Sequence[Query], caption_file: str | Path | None) ->
     table = read_caption_file(caption_file)
     captions = []
     for q in queries:
+        if q.reference_path is None:  # a text-only query has no reference to caption
+            captions.append("")
+            continue
         path = Path(q.reference_path)
         key = next((k for k in (q.reference, path.name, path.stem) if k in table), None)
         if key is None:

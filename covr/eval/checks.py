@@ -25,7 +25,7 @@ def unanswerable(queries: Sequence[Query], bad_references: Mapping[str, str], ba
     """(query id, reason) of every query whose reference path, target or ground truth is bad."""
     failed = []
     for q in queries:
-        reason = bad_references.get(media_key(q.reference_path))
+        reason = bad_references.get(media_key(q.reference_path)) if q.reference_path is not None else None
         if reason is not None:
             failed.append((q.id, f"reference {q.reference} ({q.reference_path}): {reason}"))
             continue
@@ -57,7 +57,7 @@ def check_task_files(
 ) -> tuple[list[Query], Failures, dict[str, str]]:
     """Check every file of a task before encoding -> (answerable queries, dropped (id, reason),
     {gallery id: reason} of the gallery items to leave out)."""
-    problems = media_problems([q.reference_path for q in queries] + list(gallery_paths))
+    problems = media_problems([q.reference_path for q in queries if q.reference_path is not None] + list(gallery_paths))
     bad_items = {i: problems[media_key(p)] for i, p in zip(gallery_ids, gallery_paths) if media_key(p) in problems}
     failed = unanswerable(queries, problems, bad_items)
     return drop_or_fail(queries, failed, allow_missing, task, override), failed, bad_items

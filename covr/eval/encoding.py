@@ -124,30 +124,60 @@ def gallery_from_store(
     return ItemEmbeddings(present, embeddings, mask if level == "frames" else None, level, skipped, cache="store")
 
 
+def _text_queries(retriever: nn.Module, queries: Sequence[Query], rows: list[int], batch_size: int, device: torch.device) -> list[Tensor]:
+    """E_T of text-only queries, one [1, E] row each (the text encoder's normalised feature)."""
+    if rows and not hasattr(retriever, "encode_text"):
+        raise ValueError(f"text-only queries need a retriever with a text encoder (encode_text); {type(retriever).__name__} has none")
+    out: list[Tensor] = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        out += list(retriever.encode_text([queries[i].text for i in chunk]).float().to(device)[:, None])
+    return out
+
+
 def encode_queries(
     retriever: nn.Module, queries: Sequence[Query], captions: Sequence[str] | None, frames: FrameOptions, device: torch.device
 ) -> tuple[list[Query], Tensor, list[tuple[str, str]]]:
     """Encode queries -> (encoded queries, tokens [Bq, Q, E] fp32 on `device`, (id, reason) of the
-    queries whose reference failed to decode)."""
-    paths = [q.reference_path for q in queries]
-    chunks: list[Tensor] = []
-    kept: list[int] = []
+    queries whose reference failed to decode). A composed query goes through `encode_query`; an
+    image-only one through the target encoder (its frames pooled: image-to-image retrieval); a
+    text-only one through `encode_text`, its feature repeated over the Q tokens of the others."""
+    visual = [i for i, q in enumerate(queries) if q.modality != "text"]
+    rows_out: dict[int, Tensor] = {}
     failed: list[tuple[str, str]] = []
     batches = iterate_frames(
-        paths, frames.image_size, frames.num_frames, frames.strategy, frames.batch_size, frames.num_workers, "queries"
-    )
+        [queries[i].reference_path for i in visual], frames.image_size, frames.num_frames, frames.strategy, frames.batch_size,
+        frames.num_workers, "queries",
+    )  # fmt: skip
     for batch in batches:
-        failed += [(queries[i].id, f"reference {queries[i].reference}: {reason}") for i, reason in batch.failures]
+        failed += [(queries[visual[i]].id, f"reference {queries[visual[i]].reference}: {reason}") for i, reason in batch.failures]
         if batch.frames is None:
             continue
-        rows = batch.indices.tolist()
-        out = retriever.encode_query(
-            batch.frames.to(device),
-            [queries[i].text for i in rows],
-            caption=[captions[i] for i in rows] if captions is not None else None,
-            frame_mask=batch.frame_mask.to(device),
-        )  # [B, Q, E]
-        chunks.append(out.float() if out.dim() == 3 else out.float()[:, None])
-        kept += rows
-    tokens = torch.cat(chunks) if chunks else torch.zeros(0, 1, 1, device=device)
+        rows = [visual[i] for i in batch.indices.tolist()]
+        clips, mask = batch.frames.to(device), batch.frame_mask.to(device)
+        composed = torch.tensor([queries[i].modality == "composed" for i in rows], device=device)
+        out: Tensor | None = None
+        if composed.any():
+            chosen = [i for i in rows if queries[i].modality == "composed"]
+            encoded = retriever.encode_query(
+                clips[composed], [queries[i].text for i in chosen],
+                caption=[captions[i] for i in chosen] if captions is not None else None, frame_mask=mask[composed],
+            ).float()  # fmt: skip
+            out = encoded if encoded.dim() == 3 else encoded[:, None]
+        if not composed.all():  # image-only queries: the gallery's own embedding of the reference
+            images = pool_frames(retriever.encode_target_frames(clips[~composed], frame_mask=mask[~composed]).float(), None, mask[~composed])
+            images = images if images.dim() == 3 else images[:, None]
+            out = images if out is None else torch.cat([out, images])
+        order = [i for i in rows if queries[i].modality == "composed"] + [i for i in rows if queries[i].modality != "composed"]
+        rows_out.update(zip(order, out))
+    texts = [i for i, q in enumerate(queries) if q.modality == "text"]
+    rows_out.update(zip(texts, _text_queries(retriever, queries, texts, frames.batch_size, device)))
+    kept = sorted(rows_out)
+    if not kept:
+        return [], torch.zeros(0, 1, 1, device=device), failed
+    width = max(rows_out[i].shape[0] for i in kept)
+    uneven = {rows_out[i].shape[0] for i in kept} - {1, width}
+    if uneven:
+        raise ValueError(f"query embeddings have {sorted(uneven | {width})} tokens; only one-token (text) rows can be widened")
+    tokens = torch.stack([rows_out[i].expand(width, -1) for i in kept])
     return [queries[i] for i in kept], tokens, failed

@@ -10,6 +10,7 @@ Called by `test.py` with plain dicts (no Hydra here):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,13 @@ from covr.eval.datasets import load_benchmark
 from covr.eval.datasets.base import Benchmark, Query, RetrievalTask
 from covr.eval.dumps import task_folder, write_embeddings, write_rankings
 from covr.eval.encoding import encode_queries
-from covr.eval.inputs import RunSettings, gallery_embeddings, prepared_queries, query_frame_options
+from covr.eval.inputs import RunSettings, gallery_embeddings, prepared_queries, query_frame_options, task_rescorer
 from covr.eval.protocols import ScoringProtocol, gallery_level, resolve_protocol
+from covr.eval.report_entries import sample_entries
 from covr.eval.scoring import build_columns, candidate_columns, category_breakdown, rank_task, task_metrics
 from covr.eval.submission import write_submission
+from covr.similarity import with_variance
+from covr.eval.visual_report import write_report
 
 # Per-benchmark options read by the evaluator; every other key of a benchmark config goes to its reader.
 EVALUATOR_OPTIONS = (
@@ -38,6 +42,8 @@ EVALUATOR_OPTIONS = (
     "query_frames", "query_frame_strategy",  # default: what the checkpoint was trained with, else 1 middle frame
     "target_frames", "target_frame_strategy",  # default the reader's (15 for videos), "uniform"
     "target_store", "target_store_identity",  # gallery embeddings from an EmbeddingStore (e.g. imported CoVR ones)
+    "rerank", "constraint_file", "soft_lambda",  # SoFT re-ranking of the whole gallery (covr.eval.rerank)
+    "fusion",  # score fusion over precomputed artifacts: {method: paracosm | xr | cvsi, ...} (covr.eval.rerank)
 )  # fmt: skip
 EVALUATOR_KEYS = ("name", "reader") + EVALUATOR_OPTIONS
 RENAMED = {"drop_missing_references": "allow_missing"}
@@ -87,6 +93,10 @@ def evaluate_task(
 
     spec = benchmark.protocol
     columns = build_columns(protocol, kept, gallery, task.listing)
+    if protocol.similarity == "uncertainty":  # HUG: every column carries its variance under the model's uncertainty heads
+        columns.embeddings = with_variance(columns.embeddings, retriever.target_variance, device=run.device)
+        if protocol.mask == "set" and protocol.mask_value is not None:  # -distance is unbounded below: a fixed score
+            protocol = replace(protocol, mask_value=None)  # would rank excluded items above far ones; they are removed
     candidates = candidate_columns(protocol, kept, columns, task.listing)
     counts = candidate_counts(protocol, spec, kept, columns, candidates)
     # the benchmark's own rule (EgoCVR: a query whose gallery has fewer than 2 entries is not scored)
@@ -99,8 +109,11 @@ def evaluate_task(
     if not kept:
         raise MissingVideosError(f"{task.name}: no query can be scored ({len(unscored)} have fewer than {spec.min_candidates} gallery entries)")
     query_tokens = _rows(encoded, kept, query_tokens)
+    rescore, rescoring = task_rescorer(
+        retriever, cfg, run, benchmark.text_rule, kept, query_tokens, columns.items, columns.embeddings, protocol.similarity
+    )
     k = max(spec.recall_ks + spec.map_ks + ((spec.submission_k,) if benchmark.submission else ()))
-    ranking = rank_task(protocol, kept, query_tokens, columns, k, bool(spec.subset_ks), run.backend, candidates)
+    ranking = rank_task(protocol, kept, query_tokens, columns, k, bool(spec.subset_ks), run.backend, candidates, rescore)
     present = set(gallery.ids)
     result: dict[str, Any] = {
         "counts": {
@@ -122,6 +135,8 @@ def evaluate_task(
         "dropped_queries": _listed(dropped),
         "unscored_queries": _listed([(q.id, reason) for q, reason in unscored]),
     }
+    if rescoring:
+        result["rescoring"] = rescoring
     item_of = dict(zip(columns.ids, columns.items))
     if benchmark.has_labels:
         result["metrics"] = task_metrics(spec, protocol, kept, ranking.ranked, ranking.subset_ranked, item_of)
@@ -138,7 +153,12 @@ def evaluate_task(
     ids = [q.id for q in kept]
     ranked = {q.id: [item_of[c] for c in row if item_of[c] not in q.exclude] for q, row in zip(kept, ranking.ranked)}
     subset_by_id = dict(zip(ids, ranking.subset_ranked)) if ranking.subset_ranked is not None else None
-    return result, {"ranked": ranked, "subset_ranked": subset_by_id}
+    shown = None
+    if run.report:  # the ranking as scored (a masked reference included), with the files to show
+        items = [[item_of[c] for c in row] for row in ranking.ranked]
+        paths = dict(zip(task.gallery.ids, task.gallery.paths))
+        shown = sample_entries(kept, items, ranking.scores, paths, run.report_queries, run.report_top_k)
+    return result, {"ranked": ranked, "subset_ranked": subset_by_id, "report": shown}
 
 
 def _plain(value: Any) -> Any:
@@ -160,6 +180,11 @@ def evaluate_benchmark(
     save_rankings: bool = False,
     save_embeddings: bool = False,
     override_prefix: str = "benchmark",
+    rerank: str | None = None,
+    soft_lambda: float | None = None,
+    report: bool = False,
+    report_queries: int = 24,
+    report_top_k: int = 5,
 ) -> dict[str, Any]:
     """Evaluate `retriever` on one benchmark; write dumps and, for test-server splits, submissions.
 
@@ -172,9 +197,15 @@ def evaluate_benchmark(
     embedding_dtype: gallery storage / cache dtype (float16 halves a token gallery's memory)
     save_rankings / save_embeddings: per task, <out_dir>/<task>/rankings.jsonl / embeddings.npz (covr.eval.dumps)
     override_prefix: config path of the benchmark configs, for the override named by missing-file errors
+    rerank / soft_lambda: SoFT for every benchmark whose config does not set its own (each needs a constraint_file)
+    report / report_queries / report_top_k: write <out_dir>/report/<name>.html and .png (covr.eval.visual_report)
     returns {"benchmark", "split", "protocol", "metrics" (headline), "tasks", "counts", "options", "submissions"}
     """
     cfg = dict(benchmark_cfg)
+    if rerank is not None and cfg.get("rerank") is None:
+        cfg["rerank"] = rerank
+    if soft_lambda is not None and cfg.get("soft_lambda") is None:
+        cfg["soft_lambda"] = soft_lambda
     for old, new in RENAMED.items():
         if old in cfg:
             raise ValueError(f"benchmark option {old!r} is now {new!r} (the same switch as the datasets')")
@@ -186,7 +217,10 @@ def evaluate_benchmark(
     if device is None:
         device = next((p.device for p in retriever.parameters()), torch.device("cpu"))
     cache = Path(cache_dir) if cache_dir is not None else None
-    run = RunSettings(torch.device(device), similarity, batch_size, num_workers, cache, backend, embedding_dtype, save_rankings, save_embeddings, override_prefix)
+    run = RunSettings(
+        torch.device(device), similarity, batch_size, num_workers, cache, backend, embedding_dtype, save_rankings, save_embeddings, override_prefix,
+        report, report_queries, report_top_k,
+    )  # fmt: skip
     out_dir = Path(out_dir)
     was_training = retriever.training
     retriever.eval()
@@ -226,4 +260,12 @@ def evaluate_benchmark(
     }
     if len(tasks) == 1 and "by_category" in next(iter(tasks.values())):
         results["by_category"] = next(iter(tasks.values()))["by_category"]
+    rescoring = next((t["rescoring"] for t in tasks.values() if "rescoring" in t), None)
+    if rescoring:  # e.g. "covr2+soft": the table and results.json say the scores were re-ranked
+        results["rescoring"] = rescoring
+        fusion = f"+{rescoring['fusion']['method']}" if "fusion" in rescoring else ""
+        results["protocol"]["name"] += fusion + ("+soft" if "soft" in rescoring else "")
+    if report:
+        shown = {name: out[1]["report"] for name, out in outputs.items()}
+        results["report"] = write_report(out_dir, str(results["benchmark"]), results, shown, report_top_k)
     return results

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from covr.data.embedding_store import EmbeddingStore
 from covr.eval.captions import query_captions
@@ -18,7 +18,9 @@ from covr.eval.datasets.base import Benchmark, Query, RetrievalTask
 from covr.eval.encoding import FrameOptions, ItemEmbeddings, gallery_from_store
 from covr.eval.frames import PREPROCESSING
 from covr.eval.gallery_cache import cached_gallery
+from covr.eval.fusion_inputs import Encoders
 from covr.eval.protocols import ScoringProtocol
+from covr.eval.rerank import build_rescorer
 from covr.eval.texts import cleaner, word_count
 
 
@@ -36,6 +38,9 @@ class RunSettings:
     save_rankings: bool = False
     save_embeddings: bool = False
     override_prefix: str = "benchmark"  # where the benchmark configs live in the Hydra config (test.py)
+    report: bool = False  # a visual report per benchmark (covr.eval.visual_report)
+    report_queries: int = 24  # queries sampled per task
+    report_top_k: int = 5  # results shown per query
 
 
 def query_frame_options(retriever: nn.Module, cfg: Mapping[str, Any], run: RunSettings) -> tuple[FrameOptions, str]:
@@ -89,3 +94,19 @@ def gallery_embeddings(
         "strategy": frames.strategy, "preprocessing": PREPROCESSING, "level": level, "renormalise": renormalise,
     }  # fmt: skip
     return cached_gallery(retriever, ids, paths, frames, level, renormalise, run.device, run.dtype, run.cache_dir, key, benchmark.name)
+
+
+def task_rescorer(
+    retriever: nn.Module, cfg: Mapping[str, Any], run: RunSettings, rule: str, queries: list[Query], query_tokens: Tensor,
+    items: list[str], column_embeddings: Tensor, similarity: str = "mean",
+) -> tuple[Any, dict[str, Any] | None]:
+    """The task's re-scorer (SoFT, a score fusion, or None) and its record; artifact texts and
+    constraints are cleaned as the query texts are."""
+    if not cfg.get("rerank") and not cfg.get("fusion"):
+        return None, None
+    if similarity == "uncertainty":  # HUG's Gaussian distance: lower is better, and the gallery carries its variance row
+        raise ValueError("rerank / fusion re-score a similarity (higher is better); similarity 'uncertainty' is a distance")
+    words, rule_clean = int(cfg.get("max_words", 30)), cleaner(rule)
+    clean = (lambda text: rule_clean(text, words)) if cfg.get("clean_text", True) else str
+    encoders = Encoders(retriever, run.device, run.batch_size, run.num_workers, clean, int(query_tokens.shape[-1]))
+    return build_rescorer(cfg, encoders, queries, query_tokens, items, column_embeddings)

@@ -17,7 +17,7 @@ from covr.eval import metrics as M
 from covr.eval.datasets.base import Protocol, Query
 from covr.eval.encoding import ItemEmbeddings, reduce_frames
 from covr.eval.protocols import ScoringProtocol
-from covr.eval.topk import rank_candidates, topk_faiss, topk_similarity, topk_within
+from covr.eval.topk import Rescorer, rank_candidates, topk_faiss, topk_similarity, topk_within
 from covr.similarity import pool_frames, pool_tokens, score_weights
 
 Rankings = list[list[str]]
@@ -127,10 +127,11 @@ def candidate_columns(
 
 def rank_task(
     protocol: ScoringProtocol, queries: Sequence[Query], query_tokens: Tensor, columns: Columns, k: int, subsets: bool,
-    backend: str = "exact", candidates: list[list[int]] | None = None,
+    backend: str = "exact", candidates: list[list[int]] | None = None, rescore: Rescorer | None = None,
 ) -> TaskRanking:
     """Top-k columns per query (among its `candidates` columns when given; columns of its `exclude`
-    items masked or removed, per the protocol)."""
+    items masked or removed, per the protocol); `rescore` turns the protocol's scores into final
+    ones (covr.eval.rerank: SoFT, score fusion) over the whole gallery, before masking."""
     by_item: dict[str, list[int]] = {}
     for c, item in enumerate(columns.items):
         by_item.setdefault(item, []).append(c)
@@ -142,12 +143,17 @@ def rank_task(
     if candidates is not None:
         if backend != "exact":
             raise ValueError(f"per-query galleries (protocol {protocol.name!r}) are ranked exactly; use backend 'exact'")
-        values, indices = topk_within(query_tokens, columns.embeddings, candidates, k, protocol.similarity, exclude, mask_value, protocol.mask)
+        values, indices = topk_within(
+            query_tokens, columns.embeddings, candidates, k, protocol.similarity, exclude, mask_value, protocol.mask, rescore=rescore
+        )
     elif backend == "exact":
         values, indices = topk_similarity(
-            query_tokens, columns.embeddings, k, protocol.similarity, exclude, mask_value=mask_value, mask_mode=protocol.mask
-        )
+            query_tokens, columns.embeddings, k, protocol.similarity, exclude, mask_value=mask_value, mask_mode=protocol.mask,
+            rescore=rescore,
+        )  # fmt: skip
     elif backend.split(":")[0] == "faiss":  # "faiss" = exact flat, "faiss:IVF4096,Flat" = approximate
+        if rescore is not None:
+            raise ValueError("re-ranking and score fusion re-score the whole gallery exactly; use backend 'exact'")
         if protocol.similarity != "mean":
             raise ValueError(f"the faiss backend supports similarity 'mean' only; protocol {protocol.name!r} uses {protocol.similarity!r}")
         if protocol.mask != "set":
@@ -165,7 +171,7 @@ def rank_task(
     if subsets:
         index_of = {key: c for c, key in enumerate(columns.ids)}
         members = [[index_of[m] for m in (q.subset or ()) if m in index_of and m != q.reference] for q in queries]
-        order = rank_candidates(query_tokens.to(device), columns.embeddings, members, protocol.similarity)
+        order = rank_candidates(query_tokens.to(device), columns.embeddings, members, protocol.similarity, rescore)
         subset_ranked = [[columns.ids[i] for i in row] for row in order]
     return TaskRanking(ranked, scores, subset_ranked, columns)
 

@@ -13,7 +13,7 @@ When fewer than K entries remain, the tail of a row is padded with index -1 and 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -21,6 +21,14 @@ from torch import Tensor
 from covr.similarity import POOLED_QUERY_MODES, SimilarityMode, check_mode, pool_tokens, similarity
 
 DEFAULT_BLOCK_ELEMENTS = 1 << 25  # 32M scores (128 MB fp32) per block
+# A re-scorer (covr.eval.rerank) turns a block of base scores [b, c] of query rows [b] and gallery
+# columns [c] into final scores, before masking; one with `full_rows = True` (rank fusion) needs
+# every column of its rows in one block, and `block_factor` says how many scores it holds per pair.
+Rescorer = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+
+def _full_rows(rescore: Rescorer | None) -> bool:
+    return bool(getattr(rescore, "full_rows", False))
 
 
 def _block_topk(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -80,6 +88,7 @@ def topk_similarity(
     max_block_elements: int = DEFAULT_BLOCK_ELEMENTS,
     mask_value: float = float("-inf"),
     mask_mode: str = "set",
+    rescore: Rescorer | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Exact top-k gallery entries per query.
 
@@ -88,6 +97,7 @@ def topk_similarity(
     exclude: per query, gallery indices scored `mask_value` (-inf: never returned), or their score +
              `mask_value` with mask_mode "subtract" (TF-CoVR's code: masked entries keep their order)
     gallery_chunk: rows per gallery chunk (default: fill `max_block_elements` per block)
+    rescore: re-scores each block before masking (see `Rescorer`)
     returns  scores [Bq, min(k, N)] fp32 and indices [Bq, min(k, N)] long, best first
     """
     if k < 1:
@@ -99,8 +109,12 @@ def topk_similarity(
     tokens = gallery.shape[1] if mode != "mean" and gallery.dim() == 3 else 1
     tokens *= query.shape[1] if query.dim() == 3 else 1  # scores per (query, item) pair inside a block
     query_chunk = max(1, min(query_chunk, num_queries))
-    if gallery_chunk is None:
-        gallery_chunk = max(k, max_block_elements // (query_chunk * tokens))
+    if _full_rows(rescore):  # whole rows per block: fewer query rows at a time
+        gallery_chunk = num_gallery
+        per_row = num_gallery * tokens * int(getattr(rescore, "block_factor", 1))
+        query_chunk = max(1, min(query_chunk, max_block_elements // max(1, per_row)))
+    if gallery_chunk is None:  # a re-scorer's own scores per pair shrink the block
+        gallery_chunk = max(k, max_block_elements // (query_chunk * tokens * int(getattr(rescore, "block_factor", 1))))
     ex_rows, ex_cols = _exclusion_pairs(exclude, num_queries)
     best_values = [query.new_empty(min(query_chunk, num_queries - q0), 0) for q0 in range(0, num_queries, query_chunk)]
     best_indices = [torch.empty_like(v, dtype=torch.long) for v in best_values]
@@ -114,6 +128,8 @@ def topk_similarity(
         for c, q0 in enumerate(range(0, num_queries, query_chunk)):
             q1 = min(q0 + query_chunk, num_queries)
             scores = similarity(query[q0:q1], chunk, mode)  # [bq, bg]
+            if rescore is not None:
+                scores = rescore(torch.arange(q0, q1, device=device), torch.arange(g0, g1, device=device), scores)
             hit = (chunk_rows >= q0) & (chunk_rows < q1)
             if hit.any():
                 _mask(scores, (chunk_rows[hit] - q0).to(device), chunk_cols[hit].to(device), mask_value, mask_mode)
@@ -174,11 +190,12 @@ def topk_faiss(
 
 
 def rank_candidates(
-    query: Tensor, gallery: Tensor, candidates: Sequence[Sequence[int]], mode: SimilarityMode = "mean"
+    query: Tensor, gallery: Tensor, candidates: Sequence[Sequence[int]], mode: SimilarityMode = "mean", rescore: Rescorer | None = None
 ) -> list[list[int]]:
     """Rank each query's own small candidate set (CIRR img_set): gallery indices, best first.
 
-    query [Bq, E] or [Bq, Q, E]; gallery [N, E] or [N, K, E]; ties go to the lower gallery index.
+    query [Bq, E] or [Bq, Q, E]; gallery [N, E] or [N, K, E]; ties go to the lower gallery index;
+    `rescore` as in `topk_similarity` (a full-row one scores the whole gallery, then the members).
     """
     if len(candidates) != query.shape[0]:
         raise ValueError(f"{len(candidates)} candidate lists for {query.shape[0]} queries")
@@ -189,8 +206,16 @@ def rank_candidates(
             ranked.append([])
             continue
         index = torch.tensor(sorted(set(members)), dtype=torch.long)
-        members_emb = gallery[index].to(device=query.device, dtype=torch.float32)
-        scores = similarity(query[row : row + 1], members_emb, mode)[0].cpu()  # [C]
+        if _full_rows(rescore):
+            everything = torch.arange(gallery.shape[0], device=query.device)
+            full = similarity(query[row : row + 1], gallery.to(device=query.device, dtype=torch.float32), mode)
+            scores = rescore(torch.tensor([row], device=query.device), everything, full)[0, index.to(query.device)].cpu()
+        else:
+            members_emb = gallery[index].to(device=query.device, dtype=torch.float32)
+            scores = similarity(query[row : row + 1], members_emb, mode)  # [1, C]
+            if rescore is not None:
+                scores = rescore(torch.tensor([row], device=query.device), index.to(query.device), scores)
+            scores = scores[0].cpu()
         order = scores.sort(descending=True, stable=True).indices
         ranked.append(index[order].tolist())
     return ranked
@@ -206,6 +231,7 @@ def topk_within(
     mask_value: float = float("-inf"),
     mask_mode: str = "set",
     max_block_elements: int = DEFAULT_BLOCK_ELEMENTS,
+    rescore: Rescorer | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Exact top-k per query among its own candidate gallery indices (EgoCVR's per-query galleries).
 
@@ -217,6 +243,8 @@ def topk_within(
     if len(candidates) != query.shape[0]:
         raise ValueError(f"{len(candidates)} candidate lists for {query.shape[0]} queries")
     check_mode(mode)
+    if _full_rows(rescore):
+        raise ValueError("a rank-fusion re-scorer needs the whole gallery of a query; per-query galleries (EgoCVR) cannot use it")
     query = (pool_tokens(query) if mode in POOLED_QUERY_MODES else query).float()
     tokens = (gallery.shape[1] if mode != "mean" and gallery.dim() == 3 else 1) * (query.shape[1] if query.dim() == 3 else 1)
     width = max(1, min(k, max((len(set(c)) for c in candidates), default=1)))
@@ -238,6 +266,8 @@ def topk_within(
         position = {c: j for j, c in enumerate(columns)}
         chunk = gallery[torch.tensor(columns, dtype=torch.long)].to(device=query.device, dtype=torch.float32)
         scores = similarity(query[rows], pool_tokens(chunk) if mode == "mean" else chunk, mode)  # [b, u]
+        if rescore is not None:
+            scores = rescore(torch.tensor(rows, device=query.device), torch.tensor(columns, device=query.device), scores)
         if exclude is not None:
             pairs = [(i, position[c]) for i, r in enumerate(rows) for c in exclude[r] if c in position]
             if pairs:

@@ -12,6 +12,7 @@ Config (conf/model/*.yaml, passed here as a plain dict; model code never imports
     text_encoder: null | [backbone parameter globs]   (stage 2; null = the backbone's default)
     init_from: null | a covr checkpoint whose weights initialise this model (stage 2 from stage 1)
     gradient_checkpointing: false | true (activation checkpointing of X-Aligner and trained layers)
+    uncertainty: null | {num_heads, ffn_ratio, hidden_ratio, dropout} (HUG's uncertainty heads, loss=hug)
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from covr.models.folder import read_model_folder
 from covr.models.formats import Source, check_family, inspect_source, unwrap_state
 from covr.models.retriever import ComposedRetriever
 from covr.models.tokenizer import build_tokenizer
+from covr.models.uncertainty import UncertaintyConfig
 from covr.models.xaligner import XAlignerConfig
 
 log = logging.getLogger(__name__)
@@ -111,6 +113,7 @@ def build_retriever(cfg: Mapping[str, Any], backbone: Backbone | None = None) ->
         xaligner=XAlignerConfig(**(cfg.get("xaligner") or {})),
         reference_frames=cfg.get("reference_frames", "middle"),
         max_text_length=int(cfg.get("max_text_length", 32)),
+        uncertainty=UncertaintyConfig(**cfg["uncertainty"]) if cfg.get("uncertainty") else None,
     )
     model.query_frames = dict(cfg["query_frames"]) if cfg.get("query_frames") else None  # recorded by training
     if cfg.get("init_from"):
@@ -120,6 +123,7 @@ def build_retriever(cfg: Mapping[str, Any], backbone: Backbone | None = None) ->
         if from_stage0:  # stage 0 never trains X-Aligner: keep this model's fresh one (any variant), or none
             state = {k: v for k, v in state.items() if not k.startswith("xaligner.")}
             state.update({f"xaligner.{k}": v for k, v in (model.xaligner.state_dict() if model.xaligner is not None else {}).items()})
+        state = _with_own_uncertainty_heads(model, state, from_stage0, str(cfg["init_from"]))
         load_covr_weights(model, state, str(cfg["init_from"]))
         log.info("initialised weights from %s", cfg["init_from"])
         if from_stage0 and model.xaligner is not None:
@@ -128,6 +132,20 @@ def build_retriever(cfg: Mapping[str, Any], backbone: Backbone | None = None) ->
     if cfg.get("gradient_checkpointing"):  # recompute activations in backward: same gradients, less memory
         model.set_gradient_checkpointing(True)
     return model
+
+
+def _with_own_uncertainty_heads(model: ComposedRetriever, state: dict[str, Tensor], from_stage0: bool, source: str) -> dict[str, Tensor]:
+    """HUG's uncertainty heads when initialising from a checkpoint: a stage-0 checkpoint never trains
+    them and one trained without loss=hug has none, so this model keeps its fresh heads (and a model
+    without heads drops the checkpoint's)."""
+    theirs = any(k.startswith("uncertainty.") for k in state)
+    if model.uncertainty is None or from_stage0 or not theirs:
+        state = {k: v for k, v in state.items() if not k.startswith("uncertainty.")}
+        if model.uncertainty is not None:
+            state.update({f"uncertainty.{k}": v for k, v in model.uncertainty.state_dict().items()})
+            if not theirs:
+                log.info("%s has no uncertainty heads: this model's start freshly initialised", source)
+    return state
 
 
 def load_covr_weights(model: ComposedRetriever, state: Mapping[str, Tensor], source: str, strict: bool = True) -> None:

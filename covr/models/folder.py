@@ -80,6 +80,7 @@ def read_model_folder(path: str | Path) -> tuple[dict[str, Any], dict[str, Tenso
         "max_text_length": config["max_text_length"],
         "stage": config.get("stage", default_stage(config["query_head"])),
         "query_frames": config.get("query_frames"),
+        "uncertainty": config.get("uncertainty"),  # HUG's uncertainty heads, when the model has them
     }
     weights = path / WEIGHTS_NAME
     if not weights.is_file():

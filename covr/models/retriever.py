@@ -4,6 +4,7 @@
     encode_target(frames [B,F,3,H,W], frame_weights)      -> [B, Q, E]   frames pooled
     encode_target_frames(frames)                          -> [B, F, Q, E] per frame (embedding stores)
     encode_text(texts)                                    -> [B, E]      target-caption features
+    encode_gaussian_query / target_variance               HUG's Gaussian query and target variances
     similarity(query, gallery, mode)                      -> [Bq, N]     covr.similarity.similarity
 
 Query heads (covr/models/heads.py): "joint", the backbone's own composed query; "xaligner" on top of it.
@@ -15,47 +16,19 @@ from __future__ import annotations
 import hashlib
 import json
 from fnmatch import fnmatch
-from functools import partial
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from covr.models.backbone import Backbone, TextTokens
+from covr.models.checkpoint_io import CheckpointError
+from covr.models.clips import as_clip, middle_frame
 from covr.models.heads import canonical_query_head
-from covr.models.trainable import keep_frozen_in_eval, set_trainable
+from covr.models.trainable import keep_frozen_in_eval, set_trainable, set_transformers_checkpointing
+from covr.models.uncertainty import GaussianQuery, UncertaintyConfig, UncertaintyHeads
 from covr.models.xaligner import XAligner, XAlignerConfig
 from covr.similarity import pool_frames, similarity
-
-def as_clip(frames: Tensor, frame_mask: Tensor | None) -> tuple[Tensor, Tensor]:
-    """Accept [B,3,H,W] (one frame) or [B,F,3,H,W]; return frames [B,F,3,H,W] and mask [B,F] bool."""
-    if frames.dim() == 4:
-        frames = frames.unsqueeze(1)
-    if frames.dim() != 5:
-        raise ValueError(f"expected frames [B, F, 3, H, W] or [B, 3, H, W], got shape {tuple(frames.shape)}")
-    if frame_mask is None:
-        frame_mask = torch.ones(frames.shape[:2], dtype=torch.bool, device=frames.device)
-    frame_mask = frame_mask.bool()
-    if (frame_mask.sum(1) == 0).any():
-        raise ValueError("every sample needs at least one real frame (a frame_mask row is all False)")
-    return frames, frame_mask
-
-
-def _set_transformers_checkpointing(model: nn.Module, enabled: bool) -> None:
-    """Layer checkpointing of a transformers model (non-reentrant, RNG state preserved).
-
-    Calls what `activation_checkpointing_enable` calls in the end: it also serves models whose class
-    does not declare `supports_gradient_checkpointing` although their layers support it (BLIP's text
-    encoder), and skips the public method's input-embedding hooks, which non-reentrant checkpointing
-    does not need."""
-    model._set_gradient_checkpointing(enable=enabled, gradient_checkpointing_func=partial(checkpoint, use_reentrant=False))
-
-
-def middle_frame(frame_mask: Tensor) -> Tensor:
-    """Index of each sample's middle real frame, n // 2 of its n frames (CoVR's middle frame). [B]"""
-    return frame_mask.sum(dim=1) // 2
-
 
 class ComposedRetriever(nn.Module):
     """Backbone + query head, with stage-aware trainable parameters."""
@@ -67,7 +40,9 @@ class ComposedRetriever(nn.Module):
         xaligner: XAlignerConfig | None = None,
         reference_frames: str = "middle",
         max_text_length: int = 32,
+        uncertainty: UncertaintyConfig | None = None,
     ):
+        """uncertainty: HUG's uncertainty heads (covr.models.uncertainty), None = none."""
         super().__init__()
         query_head = canonical_query_head(query_head)
         if reference_frames not in ("middle", "all"):
@@ -84,6 +59,7 @@ class ComposedRetriever(nn.Module):
                 raise ValueError(f"visual_memory {cfg.visual_memory!r} is not 'queries' or 'patches'")
             self.xaligner = XAligner(cfg, backbone.hidden_size, visual_dim, backbone.embed_dim, backbone.num_query_tokens)
             self.xaligner.init_projection(backbone.text_projection)
+        self.uncertainty = UncertaintyHeads(backbone.embed_dim, uncertainty) if uncertainty is not None else None
         self.stage = 0
         # reference frames the query side was trained on, {"num_frames", "strategy"} (None: CoVR's one
         # middle frame); evaluation and covr.load follow it. Set from a checkpoint's model config.
@@ -100,6 +76,7 @@ class ComposedRetriever(nn.Module):
             patterns = ["backbone." + p for p in self.backbone.pretrain_parameters()]
         else:
             patterns = ["xaligner.*"] if self.xaligner is not None else []
+            patterns += ["uncertainty.*"] if self.uncertainty is not None else []
             if stage >= 2:
                 patterns += ["backbone." + p for p in (text_encoder if text_encoder is not None else self.backbone.default_text_encoder())]
             elif stage != 1:
@@ -123,7 +100,7 @@ class ComposedRetriever(nn.Module):
         found = False
         for module in self.backbone.modules():
             if hasattr(module, "_set_gradient_checkpointing") and any(hasattr(m, "gradient_checkpointing") for m in module.modules()):
-                _set_transformers_checkpointing(module, enabled)
+                set_transformers_checkpointing(module, enabled)
                 found = True
         if not found:
             raise ValueError(f"the {self.backbone.family} backbone holds no transformers model that supports gradient checkpointing")
@@ -166,33 +143,66 @@ class ComposedRetriever(nn.Module):
         out[frame_mask] = tokens
         return out
 
+    def _reference_vision(self, frames: Tensor, frame_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """(vision tokens [B,F',S,Dv] of the frames the query reads, all or the middle one; the middle one's [B,S,Dv])."""
+        uses_visual_memory = self.xaligner is not None and "visual" in self.xaligner.sources
+        rows = torch.arange(frames.shape[0], device=frames.device)
+        if uses_visual_memory or self.reference_frames == "all":
+            vision = self._vision_tokens(frames, frame_mask)  # [B,F,S,Dv]
+        else:  # only the middle frame is needed
+            vision = self._vision_tokens(frames[rows, middle_frame(frame_mask)].unsqueeze(1), frame_mask[:, :1])
+        return vision, vision[rows, middle_frame(frame_mask)] if vision.shape[1] > 1 else vision[:, 0]
+
+    def _compose(self, vision: Tensor, middle: Tensor, frame_mask: Tensor, edit: TextTokens, caption: list[str] | None) -> Tensor:
+        """The composed query [B, Q, E] from `_reference_vision`'s outputs and the tokenised edits."""
+        with self._grad("text"):
+            if self.reference_frames == "all":
+                s = vision.shape[2]
+                joint = self.backbone.joint_hidden(vision.flatten(1, 2), edit, frame_mask.repeat_interleave(s, dim=1))
+            else:
+                joint = self.backbone.joint_hidden(middle, edit)  # [B,Q,H]
+            if self.xaligner is None:
+                return self.backbone.project_query(joint)
+            memories = self._memories(vision, frame_mask, edit, caption)
+        return self.xaligner(joint, *memories)
+
     def encode_query(
         self, frames: Tensor, edit_text: list[str], caption: list[str] | None = None, frame_mask: Tensor | None = None
     ) -> Tensor:
         """Composed query [B, Q, E] from reference frames [B,F,3,H,W] (F >= 1, padded clips with
         `frame_mask` [B,F]), edit texts and optional reference captions ("" = no caption)."""
         frames, frame_mask = as_clip(frames, frame_mask)
-        b = frames.shape[0]
-        if len(edit_text) != b:
-            raise ValueError(f"{len(edit_text)} edit texts for {b} reference clips")
-        uses_visual_memory = self.xaligner is not None and "visual" in self.xaligner.sources
-        rows = torch.arange(b, device=frames.device)
-        if uses_visual_memory or self.reference_frames == "all":
-            vision = self._vision_tokens(frames, frame_mask)  # [B,F,S,Dv]
-        else:  # only the middle frame is needed
-            vision = self._vision_tokens(frames[rows, middle_frame(frame_mask)].unsqueeze(1), frame_mask[:, :1])
+        if len(edit_text) != frames.shape[0]:
+            raise ValueError(f"{len(edit_text)} edit texts for {frames.shape[0]} reference clips")
+        vision, middle = self._reference_vision(frames, frame_mask)
+        return self._compose(vision, middle, frame_mask, self.tokenize(edit_text), caption)
+
+    def encode_gaussian_query(self, frames: Tensor, edit_text: list[str], caption: list[str] | None = None,
+                              frame_mask: Tensor | None = None, mismatched_edit: list[str] | None = None) -> GaussianQuery:  # fmt: skip
+        """HUG's query (needs the uncertainty heads): `encode_query`'s tokens as the mean, the variance
+        from the reference frame's image-only tokens, the edit's text tokens and the query itself;
+        with `mismatched_edit`, also the multimodal sigma of the same references with those texts."""
+        if self.uncertainty is None:
+            raise ValueError("this model has no uncertainty heads (model.uncertainty; loss=hug adds them)")
+        frames, frame_mask = as_clip(frames, frame_mask)
+        vision, middle = self._reference_vision(frames, frame_mask)
         edit = self.tokenize(edit_text)
+        mean = self._compose(vision, middle, frame_mask, edit, caption)
+        with self._grad("target"):
+            image = self.backbone.image_embeddings(middle)  # [B,Q,E]: the target path's tokens of the reference frame
         with self._grad("text"):
-            if self.reference_frames == "all":
-                s = vision.shape[2]
-                joint = self.backbone.joint_hidden(vision.flatten(1, 2), edit, frame_mask.repeat_interleave(s, dim=1))
-            else:
-                middle = vision[rows, middle_frame(frame_mask)] if vision.shape[1] > 1 else vision[:, 0]
-                joint = self.backbone.joint_hidden(middle, edit)  # [B,Q,H]
-            if self.xaligner is None:
-                return self.backbone.project_query(joint)
-            memories = self._memories(vision, frame_mask, edit, caption)
-        return self.xaligner(joint, *memories)
+            text = self.backbone.project_query(self.backbone.text_hidden(edit))  # [B,L,E]
+        variance, multimodal = self.uncertainty.query_variance(image, text, edit.attention_mask.bool(), mean)
+        if mismatched_edit is None:
+            return GaussianQuery(mean, variance, multimodal)
+        mismatched = self.uncertainty.multimodal(self._compose(vision, middle, frame_mask, self.tokenize(mismatched_edit), caption))
+        return GaussianQuery(mean, variance, multimodal, mismatched)
+
+    def target_variance(self, tokens: Tensor) -> Tensor:
+        """Variance [N, Q, E] of target tokens [N, Q, E] under the uncertainty heads (HUG)."""
+        if self.uncertainty is None:
+            raise CheckpointError("similarity 'uncertainty' needs a model trained with loss=hug: this one has no uncertainty heads (model.uncertainty)")
+        return self.uncertainty.target_variance(tokens)
 
     def _memories(self, vision: Tensor, frame_mask: Tensor, edit: TextTokens, caption: list[str] | None) -> tuple:
         """X-Aligner inputs: (frame tokens, frame mask), (edit states, mask), (caption states, mask, present)."""
@@ -256,7 +266,7 @@ class ComposedRetriever(nn.Module):
             "reference_frames": self.reference_frames,
             "max_text_length": self.max_text_length,
             "xaligner": None if self.xaligner is None else vars(self.xaligner.cfg),
-        }
+        } | ({"uncertainty": vars(self.uncertainty.cfg)} if self.uncertainty is not None else {})  # absent key: identities of older models unchanged
 
     def describe_target(self) -> dict[str, Any]:
         """Tensor names and shapes are hashed with the weights, so sizes need not be repeated here."""

@@ -1,11 +1,14 @@
-"""Which parameters train: name patterns, frozen modules kept in eval mode, and a summary table."""
+"""Which parameters train: name patterns, frozen modules kept in eval mode, a summary table, and
+activation checkpointing of transformers models."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
+from functools import partial
 
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 def set_trainable(model: nn.Module, patterns: Iterable[str]) -> list[str]:
@@ -66,3 +69,13 @@ def format_trainable_summary(rows: list[tuple[str, int, int]]) -> str:
     lines += [f"{name:<{width}}  {t:>12,}  {n:>12,}" for name, t, n in rows]
     lines.append(f"{'total':<{width}}  {sum(r[1] for r in rows):>12,}  {sum(r[2] for r in rows):>12,}")
     return "\n".join(lines)
+
+
+def set_transformers_checkpointing(model: nn.Module, enabled: bool) -> None:
+    """Layer checkpointing of a transformers model (non-reentrant, RNG state preserved).
+
+    Calls what `activation_checkpointing_enable` calls in the end: it also serves models whose class
+    does not declare `supports_gradient_checkpointing` although their layers support it (BLIP's text
+    encoder), and skips the public method's input-embedding hooks, which non-reentrant checkpointing
+    does not need."""
+    model._set_gradient_checkpointing(enable=enabled, gradient_checkpointing_func=partial(checkpoint, use_reentrant=False))

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from covr.data.collate import EpochSampler, collate_covr
+from covr.data.grouped_sampler import ReferenceGroupedSampler, dataset_references
 from covr.data.shared_slots import SlotDataLoader
 from covr.data.transforms import build_transform
 from covr.data.webvid_covr import WebVidCoVRDataset
@@ -79,6 +80,7 @@ class CoVRDataModule(pl.LightningDataModule):
             report_dir=self.report_dir,
             seed=self.seed,
             max_words=int(c.get("max_words", 30)),
+            corrective_triplets=c.get("corrective_triplets") if train else None,
         )
 
     def setup(self, stage: str | None = None) -> None:
@@ -101,7 +103,14 @@ class CoVRDataModule(pl.LightningDataModule):
         return kwargs
 
     def train_dataloader(self) -> ResumableDataLoader:
-        sampler = EpochSampler(self.train_dataset, shuffle=True, seed=self.seed, drop_last=True)
+        if self.cfg.get("sampler", "random") == "grouped_by_reference":  # ReCALL: rows of one reference video together
+            references = dataset_references(self.train_dataset)
+            if self.train_dataset.epoch_mode == "unique_targets":
+                log.warning("data.sampler=grouped_by_reference with epoch_mode unique_targets: one row per target, so most "
+                            "reference groups hold a single row; data.epoch_mode=all_triplets keeps every row of a reference")  # fmt: skip
+            sampler = ReferenceGroupedSampler(self.train_dataset, references, int(self.cfg.get("group_size", 4)), seed=self.seed, drop_last=True)
+        else:
+            sampler = EpochSampler(self.train_dataset, shuffle=True, seed=self.seed, drop_last=True)
         return ResumableDataLoader(
             self.train_dataset, batch_size=int(self.cfg["batch_size"]), sampler=sampler, drop_last=True, **self._loader_kwargs(int(self.cfg.get("num_workers", 4)))
         )

@@ -11,14 +11,16 @@ import torch
 from torch import Tensor
 
 from covr.data.transforms import to_model_input
-from covr.losses import ContrastiveLoss
+from covr.losses import HUGLoss, build_objective
 from covr.models import build_retriever, checkpoint_payload
 from covr.similarity import pool_tokens, renormalised_mean
 from covr.models.trainable import format_trainable_summary, trainable_summary
 from covr.training.optim import cosine_with_warmup, describe_groups, make_optimizer, parameter_groups, plan_schedule, steps_per_run
 from covr.training.recall import recall_against_gallery
+from covr.training.validate import ConfigValueError
 
 log = logging.getLogger(__name__)
+DIAGNOSTICS = ("bank_used", "scale", "bias")  # logged figures of a loss that are not loss terms
 
 
 class CoVRModule(pl.LightningModule):
@@ -27,7 +29,7 @@ class CoVRModule(pl.LightningModule):
     Stages 1 and 2 train composed queries against target videos; stage 0 adapts the backbone
     with the same loss between target captions and target videos (validation: caption -> video).
 
-    model_cfg: covr.models.build_retriever config; loss_cfg: ContrastiveLoss kwargs;
+    model_cfg: covr.models.build_retriever config; loss_cfg: a `loss` config (covr.losses.build_objective);
     optim_cfg: {lr, text_encoder_lr, gate_lr_scale, weight_decay, betas, eps, warmup_fraction, warmup_steps,
     min_lr_ratio, fused} (conf/optim/adamw.yaml);
     recall_ks: the K of validation R@K (the checkpoint monitor is val/R1)."""
@@ -39,7 +41,12 @@ class CoVRModule(pl.LightningModule):
         self.save_hyperparameters()
         self.model_cfg = model_cfg
         self.model = build_retriever(model_cfg)
-        self.loss = ContrastiveLoss(**loss_cfg)
+        try:  # a memory bank's buffers are saved with the module
+            self.loss = build_objective(loss_cfg, self.model.stage, self.model.backbone.embed_dim)
+        except ValueError as err:  # a loss option that does not fit the stage: one line, as config errors
+            raise ConfigValueError(str(err)) from None
+        if isinstance(self.loss, HUGLoss) and self.model.uncertainty is None:
+            raise ConfigValueError("loss.kind=hug needs the model's uncertainty heads (model.uncertainty); select loss=hug, which sets both")
         self.optim_cfg = dict(optim_cfg)
         self.recall_ks = tuple(recall_ks)
         self._val_outputs: list[tuple[Tensor, Tensor, Tensor]] = []
@@ -87,14 +94,18 @@ class CoVRModule(pl.LightningModule):
     def training_step(self, batch: dict[str, Any] | None, batch_idx: int) -> Tensor | None:
         if batch is None:  # every sample of the batch failed to decode
             return None
-        query, target = self._pair(batch)
         caption = self._caption(batch) if self.loss.caption_weight and self.model.stage > 0 else None
-        losses = self.loss(query, target, caption)
-        b = query.shape[0]
+        if isinstance(self.loss, HUGLoss):
+            losses = self._hug_losses(batch, caption)
+        else:
+            query, target = self._pair(batch)
+            ids = {"reference_ids": batch.get("reference_id"), "target_ids": batch.get("target_id")} if self.loss.needs_ids else {}
+            losses = self.loss(query, target, caption, **ids)
+        b = len(batch["edit"])
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=b)
-        for name in ("video", "caption"):
-            if name in losses:
-                self.log(f"train/loss_{name}", losses[name], batch_size=b)
+        for name, value in losses.items():  # terms as train/loss_<term>; figures (bank_used, scale, bias) as train/<name>
+            if name != "loss":
+                self.log(f"train/{'' if name in DIAGNOSTICS else 'loss_'}{name}", value, batch_size=b)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=True, batch_size=b)
         for group in self.trainer.optimizers[0].param_groups:
             self.log(f"lr/{group.get('name', 'group')}", group["lr"], batch_size=b)
@@ -104,6 +115,18 @@ class CoVRModule(pl.LightningModule):
         if batch.get("num_dropped"):
             self.log("train/dropped_samples", float(batch["num_dropped"]), reduce_fx="sum", batch_size=b)
         return losses["loss"]
+
+    def _hug_losses(self, batch: dict[str, Any], caption: Tensor | None) -> dict[str, Tensor]:
+        """HUG: Gaussian query (and, for the coordination term, the same references with the next row's
+        edit: a fixed shift, no random draw) against Gaussian targets."""
+        edits = list(batch["edit"])
+        shifted = edits[1:] + edits[:1] if self.loss.coordination_weight else None  # also with one row: every rank runs the same collectives
+        frames = to_model_input(batch["reference_frames"])
+        query = self.model.encode_gaussian_query(frames, edits, batch.get("reference_caption"), batch.get("reference_frame_mask"), shifted)
+        target = self._target(batch)
+        heads = self.model.uncertainty
+        return self.loss(query.mean, query.variance, target, self.model.target_variance(target), heads.scale, heads.bias,
+                         query.multimodal_sigma, query.mismatched_sigma, caption)  # fmt: skip
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         # ResumableDataLoader's position as saved by a checkpoint at the end of this batch

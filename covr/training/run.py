@@ -195,6 +195,11 @@ def test_checkpoint(cfg: DictConfig, checkpoint: str | Path, out_dir: Path) -> d
         save_rankings=bool(cfg.get("save_rankings", False)),
         save_embeddings=bool(cfg.get("save_embeddings", False)),
         override_prefix="benchmark" if "benchmark" in cfg else "test",  # test.py composes test: ${benchmark}
+        rerank=cfg.get("rerank"),  # SoFT for every benchmark (each names its constraint_file)
+        soft_lambda=cfg.get("soft_lambda"),
+        report=bool(cfg.get("report", False)),  # <run>/report/<benchmark>.html and .png
+        report_queries=int(cfg.get("report_queries", 24)),
+        report_top_k=int(cfg.get("report_top_k", 5)),
     )  # the table gives each task's chance level
     print(f"results: {Path(out_dir) / 'results.json'}")
     return results

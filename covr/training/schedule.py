@@ -97,6 +97,10 @@ def check_schedules(stages: list[DictConfig]) -> None:
             log.info("%s: schedule checked when training starts (%s)", name, "no train CSV here" if processes else "process count unknown here")
             continue
         items = count_train_items(csv_path, data.get("epoch_mode") or "unique_targets")
+        if data.get("corrective_triplets") and data.get("epoch_mode") == "all_triplets":  # extra rows (their targets are the CSV's)
+            from covr.data.triplets import read_triplets
+
+            items += len(read_triplets(data["corrective_triplets"])[0])
         try:
             schedule, context = plan_from_config(stage_cfg, items, processes)
         except ScheduleError as error:

@@ -44,8 +44,11 @@ TargetSource = _choices("TargetSource", "store", "frames")
 ReferenceSampling = _choices("ReferenceSampling", "middle", "uniform", "random")
 EpochMode = _choices("EpochMode", "unique_targets", "all_triplets")
 FrameDtype = _choices("FrameDtype", "float32", "float16", "uint8")
-Similarity = _choices("Similarity", "mean", "max_target_token", "max_token_pair")
+Similarity = _choices("Similarity", "mean", "max_target_token", "max_token_pair", "uncertainty")
+Rerank = _choices("Rerank", "soft")
 CaptionFeatures = _choices("CaptionFeatures", "store", "online")
+LossKind = _choices("LossKind", "hn_nce", "hug")
+Sampler = _choices("Sampler", "random", "grouped_by_reference")
 
 
 @dataclasses.dataclass
@@ -60,6 +63,11 @@ class RunSchema:
     recall_ks: Optional[list[int]] = None
     similarity: Optional[Similarity] = None
     progress_every_s: Optional[float] = None
+    rerank: Optional[Rerank] = None
+    soft_lambda: Optional[float] = None
+    report: bool = False
+    report_queries: int = dataclasses.field(default=24, metadata=POSITIVE)
+    report_top_k: int = dataclasses.field(default=5, metadata=POSITIVE)
 
 
 @dataclasses.dataclass
@@ -83,6 +91,8 @@ class DataSchema:
     epoch_mode: EpochMode = EpochMode.unique_targets
     frame_dtype: FrameDtype = FrameDtype.uint8
     caption_features: CaptionFeatures = CaptionFeatures.store
+    sampler: Sampler = Sampler.random
+    group_size: int = dataclasses.field(default=4, metadata=POSITIVE)
 
 
 @dataclasses.dataclass
@@ -106,6 +116,33 @@ class LossSchema:
     tau: float = dataclasses.field(default=0.07, metadata=POSITIVE)
     video_weight: float = 1.0
     caption_weight: float = 0.0
+    kind: LossKind = LossKind.hn_nce
+    triplet_weight: float = 0.0
+    triplet_margin: float = 0.2
+
+
+@dataclasses.dataclass
+class MemoryBankSchema:
+    size: int = 0
+    entropy_weighting: bool = True
+    weight: float = 1.0
+
+
+@dataclasses.dataclass
+class HUGSchema:
+    holistic_weight: float = 1.0
+    fine_grained_weight: float = 0.5
+    coordination_weight: float = 0.1
+    fine_grained_tau: float = dataclasses.field(default=0.07, metadata=POSITIVE)
+    margin: float = 0.2
+
+
+@dataclasses.dataclass
+class UncertaintySchema:
+    num_heads: int = dataclasses.field(default=4, metadata=POSITIVE)
+    ffn_ratio: float = dataclasses.field(default=2.0, metadata=POSITIVE)
+    hidden_ratio: float = dataclasses.field(default=1.0, metadata=POSITIVE)
+    dropout: float = 0.0
 
 
 @dataclasses.dataclass
@@ -167,6 +204,9 @@ SCHEMAS: dict[str, type] = {
     "data": DataSchema,
     "optim": OptimSchema,
     "loss": LossSchema,
+    "loss.memory_bank": MemoryBankSchema,
+    "loss.hug": HUGSchema,
+    "model.uncertainty": UncertaintySchema,
     "trainer": TrainerSchema,
     "model": ModelSchema,
     "model.backbone": BackboneSchema,

@@ -40,10 +40,14 @@ def test_test_py_runs_several_benchmarks(tmp_path):
         assert any(row.startswith(line) for row in run.stdout.splitlines())
     submissions = sorted(p.name for p in out_dir.glob("*.json") if p.name != "results.json")
     assert len(submissions) == 2 and all("cirr" in s for s in submissions), submissions
-    # a second run hits the gallery cache
-    again = subprocess.run(cmd[:-5] + ["run_id=t2", "num_workers=0", "test_batch_size=4", "similarity=max_target_token"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    # a second run hits the gallery cache (and writes the visual report: test.yaml's report options reach the evaluator)
+    again_cmd = cmd[:-5] + ["run_id=t2", "num_workers=0", "test_batch_size=4", "similarity=max_target_token", "report=true", "report_queries=3"]
+    again = subprocess.run(again_cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     second = json.loads((tmp_path / "runs" / "test" / "t2" / "results.json").read_text())
     assert results["circo"]["tasks"]["circo/val"]["gallery_cache"] == "miss"
     assert second["circo"]["tasks"]["circo/val"]["gallery_cache"] == "hit"
     assert second["circo"]["metrics"] == results["circo"]["metrics"]
+    for name in ("cirr", "fashioniq", "circo"):
+        page = (tmp_path / "runs" / "test" / "t2" / "report" / f"{name}.html").read_text()
+        assert second[name]["report"]["png"].endswith(f"report/{name}.png") and page.count('<article class="query') == 3 * (2 if name == "fashioniq" else 1)

@@ -115,7 +115,7 @@ def test_progress_lines_reach_a_log_file(tmp_path):
     assert [line.split(", step ")[1].split("/")[0] for line in steps] == ["1", "2", "3", "4", "5"]
     losses = {int(r["step"]): float(r["train/loss"]) for r in csv.DictReader(open(tmp_path / "runs" / "toy" / "p" / "logs" / "metrics.csv")) if r.get("train/loss")}
     for n, line in enumerate(steps, start=1):  # global_step is n after the n-th step, whose row is step n - 1
-        assert line.startswith(f"stage 1: epoch 1/") and f"step {n}/5 ({20.0 * n:.1f}%), loss {losses[n - 1]:.4f} | " in line
+        assert line.startswith("stage 1: epoch 1/") and f"step {n}/5 ({20.0 * n:.1f}%), loss {losses[n - 1]:.4f} | " in line
     assert "steps/s, ETA " in steps[0]
     assert "Epoch 0:" not in run.stdout and "\r" not in run.stdout  # no progress bar in a file
     log = (tmp_path / "runs" / "toy" / "p" / "train.log").read_text()

@@ -23,11 +23,12 @@ __all__ = ["AnnotationError", "Benchmark", "GalleryFiles", "Protocol", "Query", 
 
 @dataclass(frozen=True)
 class Query:
-    """One composed query: reference image/video + modification text."""
+    """One composed query: reference image/video + modification text (or, `modality` "text" / "image",
+    a text-to-image query without a reference or an image-to-image query without a text)."""
 
     id: str
-    reference: str  # gallery-style id of the reference image / video
-    reference_path: Media  # a file, a clip (time span of a video) or a frame folder
+    reference: str  # gallery-style id of the reference image / video ("" for a text-only query)
+    reference_path: Media | None  # a file, a clip (time span of a video) or a frame folder; None: text only
     text: str
     caption: str | None = None  # caption of the reference (WebVid-CoVR txt1, or a caption file)
     target: str | None = None  # the single target (None on test splits)
@@ -38,6 +39,7 @@ class Query:
     frame_scores: tuple[float, ...] | None = None  # per-frame scores of the target (WebVid-CoVR `scores`)
     candidates: tuple[str, ...] | None = None  # the only gallery entries this query ranks (keys of the task's
     # listing, e.g. EgoCVR's global_idx rows); None = the whole gallery
+    modality: Literal["composed", "text", "image"] = "composed"  # text: encode_text; image: the target encoder
 
     def correct(self) -> tuple[str, ...]:
         """Every id that counts as a hit."""

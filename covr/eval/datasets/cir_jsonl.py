@@ -6,6 +6,8 @@ One JSON object per line:
   {"reference": "<item id>", "text": "<modification>",
    "target": "<item id>"  and/or  "ground_truths": ["<item id>", ...],
    "id": "...", "caption": "...", "category": "...", "subcategory": "..."}   (last four optional)
+A query without "reference" is a text-to-image query, one without "text" an image-to-image query
+(MMLandmarks-style retrieval sets; README "Text-to-image and image-to-image sets").
 An item is `<media_root>/<id><extension>` (an image or a video), unless `media_file` maps its id
 to another path relative to media_root: a file, a folder of frame images, or a time span
 {"path": ..., "start": s, "end": s} of a video. The gallery is the ids in `gallery_file` (one per
@@ -15,11 +17,11 @@ Every metric is also reported per value of each field in `category_fields`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+from covr.data.jsonl import read_jsonl
 from covr.eval.datasets.base import (
     AnnotationError,
     Benchmark,
@@ -32,22 +34,6 @@ from covr.eval.datasets.base import (
     single_task_summary,
 )
 from covr.eval.media import Clip, Media
-
-
-def _read_lines(path: Path) -> list[tuple[int, dict]]:
-    if not path.is_file():
-        raise AnnotationError(f"{path}: annotation file not found")
-    entries = []
-    with open(path, encoding="utf-8") as f:
-        for line_number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                entries.append((line_number, json.loads(line)))
-            except json.JSONDecodeError as error:
-                problem = f"{path}: line {line_number}: not valid JSON ({error}): {line.strip()[:200]}"
-                raise AnnotationError(problem) from error
-    return entries
 
 
 def _read_gallery_ids(path: Path) -> list[str]:
@@ -63,8 +49,9 @@ def _read_gallery_ids(path: Path) -> list[str]:
 
 def _parse_entry(entry: dict, where: str, path: Path, category_fields: Sequence[str]) -> dict:
     expect(isinstance(entry, dict), path, where, entry, "expected a JSON object")
-    for key in ("reference", "text"):
-        expect(isinstance(entry.get(key), str) and entry[key] != "", path, where, entry, f"missing or empty {key!r}")
+    for key in ("reference", "text"):  # either may be absent: a text-to-image or an image-to-image query
+        expect(entry.get(key) is None or isinstance(entry[key], str), path, where, entry, f"{key!r} must be a string")
+    expect(bool(entry.get("reference")) or bool(entry.get("text")), path, where, entry, "needs a 'reference', a 'text' or both")
     target = entry.get("target")
     gts = entry.get("ground_truths")
     expect(target is not None or gts is not None, path, where, entry, "needs 'target' or 'ground_truths'")
@@ -84,7 +71,7 @@ def _parse_entry(entry: dict, where: str, path: Path, category_fields: Sequence[
 
 def _read_media_file(path: Path, root: Path) -> dict[str, Media]:
     """{id: item} from a JSON object {id: path | {"path", "start", "end"}} or JSONL {"id", "path", ...} lines."""
-    entries = list(read_json(path).items()) if path.suffix == ".json" else [(e.get("id"), e) for _, e in _read_lines(path)]
+    entries = list(read_json(path).items()) if path.suffix == ".json" else [(e.get("id"), e) for _, e in read_jsonl(path, "annotation file")]
     media: dict[str, Media] = {}
     for n, (key, value) in enumerate(entries):
         where = f"entry {n + 1} ({key})"
@@ -128,7 +115,7 @@ def load_cir_jsonl(
     def item(item_id: str) -> Media:
         return mapped.get(item_id, image_root / f"{item_id}{image_extension}")
     queries, union, has_gts, seen = [], {}, False, set()
-    for line_number, entry in _read_lines(annotation):
+    for line_number, entry in read_jsonl(annotation, "annotation file"):
         where = f"line {line_number}"
         parsed = _parse_entry(entry, where, annotation, category_fields)
         query_id = str(entry.get("id", line_number))
@@ -137,18 +124,19 @@ def load_cir_jsonl(
         has_gts |= bool(parsed["gts"])
         for image in (parsed["target"], *parsed["gts"]):
             union.setdefault(image, None)
-        reference = entry["reference"]
+        reference, text = entry.get("reference") or "", entry.get("text") or ""
         queries.append(
             Query(
                 id=query_id,
                 reference=reference,
-                reference_path=item(reference),
-                text=entry["text"],
+                reference_path=item(reference) if reference else None,
+                text=text,
                 caption=entry.get("caption"),
                 target=parsed["target"],
                 ground_truths=parsed["gts"],
-                exclude=(reference,) if exclude_reference else (),
+                exclude=(reference,) if exclude_reference and reference else (),
                 categories=parsed["categories"],
+                modality="composed" if reference and text else "image" if reference else "text",
             )
         )
     if not queries:
