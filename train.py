@@ -3,7 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
-import covr.training.config  # noqa: F401  (registers the config resolvers)
+from covr.training.config import run_script  # importing it registers the config resolvers
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -19,4 +19,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

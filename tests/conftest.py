@@ -64,6 +64,27 @@ def tiny_model_config(family: str = "blip2", **overrides) -> dict:
     return cfg
 
 
+EDITS = ["make it red", "move it to the left", "change the background to white", "replace the circle with a square"]
+CAPTIONS = ["a blue circle", "", "a square on a black background", ""]  # two samples without a caption
+
+
+def query_frames(b: int = 4, f: int = 4, seed: int = 0) -> torch.Tensor:
+    """Random reference clips `[b, f, 3, 32, 32]` for the tiny models."""
+    return torch.randn(b, f, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+def assert_padded_batch_equals_samples_alone(model, mask: torch.Tensor) -> None:
+    """Clips padded to one length (`frame_mask`) and mixed captions in one batch: each sample's query
+    equals the one it gets encoded alone with only its own frames."""
+    frames = query_frames()
+    with torch.no_grad():
+        batch = model.encode_query(frames, EDITS, CAPTIONS, frame_mask=mask)
+        for i in range(len(EDITS)):
+            n = int(mask[i].sum())
+            alone = model.encode_query(frames[i : i + 1, :n], EDITS[i : i + 1], CAPTIONS[i : i + 1])
+            torch.testing.assert_close(batch[i : i + 1], alone, atol=2e-6, rtol=0)
+
+
 def open_xaligner(model, gate: float = 0.5, seed: int = 0):
     """Put every X-Aligner weight on the gradient path, as training soon does: gates set to `gate`
     (residual="gate"), or the zero-initialised last layer of each branch drawn from N(0, 0.02^2)

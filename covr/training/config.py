@@ -1,9 +1,11 @@
-"""OmegaConf resolvers the configs use, and conversion of config nodes to plain containers."""
+"""OmegaConf resolvers the configs use, conversion of config nodes to plain containers, and the
+scripts' outermost call (`run_script`)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -70,3 +72,17 @@ def plain(node: Any) -> Any:
 
 
 register_resolvers()
+
+
+def run_script(main: Callable[[], Any]) -> None:
+    """Call a script's Hydra `main`; a reader that stops early (`python train.py --help | head`)
+    ends it quietly with status 1 instead of a BrokenPipeError traceback, also when the output is
+    only flushed at exit."""
+    try:
+        try:
+            main()
+        finally:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        sys.exit(1)

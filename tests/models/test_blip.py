@@ -7,17 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import open_xaligner, tiny_model_config
+from conftest import CAPTIONS, EDITS, assert_padded_batch_equals_samples_alone, open_xaligner, tiny_model_config
+from conftest import query_frames as _frames
 from covr.losses import ContrastiveLoss
 from covr.models import build_retriever
-
-EDITS = ["make it red", "move it to the left", "change the background to white", "replace the circle with a square"]
-CAPTIONS = ["a blue circle", "", "a square on a black background", ""]
-
-
-def _frames(b=4, f=4, seed=0):
-    return torch.randn(b, f, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
-
 
 def _blip(**overrides):
     return build_retriever(tiny_model_config("blip", **overrides))
@@ -65,14 +58,7 @@ def test_xaligner_at_init_equals_the_covr_query(num_frames):
 @pytest.mark.parametrize("overrides", [{}, {"reference_frames": "all"}, {"xaligner": {"visual_memory": "patches"}}])
 def test_padded_clips_equal_their_unpadded_selves(overrides):
     model = _open_gates(_blip(**overrides)).eval()
-    frames = _frames()
-    mask = torch.tensor([[1, 1, 1, 1], [1, 0, 0, 0], [1, 1, 0, 0], [1, 0, 0, 0]], dtype=torch.bool)
-    with torch.no_grad():
-        batch = model.encode_query(frames, EDITS, CAPTIONS, frame_mask=mask)
-        for i in range(4):
-            n = int(mask[i].sum())
-            alone = model.encode_query(frames[i : i + 1, :n], EDITS[i : i + 1], CAPTIONS[i : i + 1])
-            torch.testing.assert_close(batch[i : i + 1], alone, atol=2e-6, rtol=0)
+    assert_padded_batch_equals_samples_alone(model, torch.tensor([[1, 1, 1, 1], [1, 0, 0, 0], [1, 1, 0, 0], [1, 0, 0, 0]], dtype=torch.bool))
 
 
 def test_stage2_trains_exactly_the_text_encoder_and_targets_stay_fixed():

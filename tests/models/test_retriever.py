@@ -6,18 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import open_xaligner, tiny_model_config
+from conftest import CAPTIONS, EDITS, assert_padded_batch_equals_samples_alone, open_xaligner, tiny_model_config
+from conftest import query_frames as _frames
 from covr.models import build_retriever
 from covr.similarity import similarity
-
-EDITS = ["make it red", "move it to the left", "change the background to white", "replace the circle with a square"]
-CAPTIONS = ["a blue circle", "", "a square on a black background", ""]
-
-
-def _frames(b=4, f=4, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(b, f, 3, 32, 32, generator=g)
-
 
 def _with_open_gates(model):
     return open_xaligner(model)  # every X-Aligner weight on the path (branches start at exactly zero)
@@ -57,14 +49,7 @@ def test_one_and_four_frames_with_and_without_captions_in_one_batch():
     """Mixed clip lengths (padded + frame_mask) and mixed captions: each sample's query equals the
     query it gets when encoded alone with only its own frames."""
     model = _with_open_gates(build_retriever(tiny_model_config())).eval()
-    frames = _frames()
-    mask = torch.tensor([[1, 1, 1, 1], [1, 0, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]], dtype=torch.bool)
-    with torch.no_grad():
-        batch = model.encode_query(frames, EDITS, CAPTIONS, frame_mask=mask)
-        for i in range(4):
-            n = int(mask[i].sum())
-            alone = model.encode_query(frames[i : i + 1, :n], EDITS[i : i + 1], CAPTIONS[i : i + 1])
-            torch.testing.assert_close(batch[i : i + 1], alone, atol=2e-6, rtol=0)
+    assert_padded_batch_equals_samples_alone(model, torch.tensor([[1, 1, 1, 1], [1, 0, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]], dtype=torch.bool))
 
 
 def test_missing_caption_means_no_caption_update():

@@ -37,6 +37,16 @@ def test_help_starts_with_usage_and_points_at_the_readme(tmp_path, script):
     assert "experiment=toy" in head and "README sections:" in head
 
 
+@pytest.mark.parametrize("script", ["train.py", "test.py"])
+def test_help_into_a_reader_that_stops_early_ends_without_a_traceback(tmp_path, script):
+    # `python train.py --help | head -3`: here the reader is gone before the first byte, so every write fails
+    proc = subprocess.Popen([sys.executable, str(REPO / script), "--help"], cwd=tmp_path, env=env_for(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=180) == 1 and stderr == "", stderr[-2000:]
+
+
 def test_missing_data_names_the_key_and_the_variable_and_leaves_no_run_folder(tmp_path):
     run = _run(tmp_path, "train.py", "experiment=covr2_blip2", "model/backbone=blip2_tiny")
     data = tmp_path / "data"  # COVR_DATA (helpers_training.env_for), empty
