@@ -62,13 +62,40 @@ def hn_nce(query: Tensor, target: Tensor, alpha: float = 1.0, beta: float = 0.5,
         return _hn_nce_rows(logits, alpha, beta, bank_logits, bank_scale) + _hn_nce_rows(logits.T, alpha, beta)
 
 
+# backends whose reduce-scatter the gather's backward uses; elsewhere (gloo: CPU runs, small) one all_reduce
+REDUCE_SCATTER_BACKENDS = {"nccl", "xccl"}
+
+
+class _AllGather(torch.autograd.Function):
+    """all_gather [b, ...] -> [world, b, ...] whose backward gives each rank the sum over ranks of the
+    gradient of its own slice (what DDP's gradient averaging then divides). Not
+    torch.distributed.nn's all_gather (deprecated): on gloo it emulates reduce-scatter with
+    all_to_all, after which gloo processes abort at exit now and then ("terminate called without an
+    active exception", seen in 1 of 4 two-process runs)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        out = x.new_empty(dist.get_world_size(), *x.shape)
+        dist.all_gather(list(out.unbind(0)), x)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        grad = grad.contiguous()
+        if dist.get_backend() in REDUCE_SCATTER_BACKENDS:
+            own = grad.new_empty(grad.shape[1:])
+            reduce_scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor  # renamed in torch 2.13
+            reduce_scatter(own, grad.flatten(0, 1))
+            return own
+        dist.all_reduce(grad)
+        return grad[dist.get_rank()]
+
+
 def _gather(x: Tensor, differentiable: bool) -> Tensor:
     """Concatenate `x` [b_r, ...] of every process in rank order (padded to the largest b_r for the
     collective, the padding cut off again); `differentiable`: gradients flow back to each rank's slice."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return x
-    from torch.distributed.nn.functional import all_gather
-
     world = dist.get_world_size()
     count = torch.tensor([x.shape[0]], device=x.device, dtype=torch.long)
     counts = [torch.zeros_like(count) for _ in range(world)]
@@ -77,7 +104,7 @@ def _gather(x: Tensor, differentiable: bool) -> Tensor:
     most = max(sizes)
     padded = torch.cat([x, x.new_zeros(most - x.shape[0], *x.shape[1:])]) if x.shape[0] < most else x
     if differentiable:
-        chunks = all_gather(padded.contiguous())
+        chunks = _AllGather.apply(padded.contiguous()).unbind(0)
     else:
         chunks = [torch.empty_like(padded) for _ in range(world)]
         dist.all_gather(chunks, padded.contiguous())

@@ -3,7 +3,8 @@
 Each rank encodes its part of a global batch with a tiny stage-2 retriever, computes the loss on
 the gathered batch, backpropagates and averages gradients over ranks (what DDP does). Rank 0 and
 a separate single-process run over the whole batch save loss and gradients to OUT_DIR. The ranks
-hold 4 + 4 rows (ddp.pt) and 5 + 3 rows (ddp_unequal.pt: a rank that lost samples).
+hold 4 + 4 rows (ddp.pt) and 5 + 3 rows (ddp_unequal.pt: a rank that lost samples); the *_reduce_scatter.pt
+runs take the gather's NCCL backward (reduce-scatter) on gloo.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch.multiprocessing as mp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import open_xaligner, tiny_model_config  # noqa: E402
 
-from covr.losses import ContrastiveLoss  # noqa: E402
+from covr.losses import ContrastiveLoss, contrastive  # noqa: E402
 from covr.models import build_retriever  # noqa: E402
 
 EDITS = ["make it red", "move it to the left", "change the background to white", "replace the circle with a square",
@@ -52,13 +53,19 @@ def build():
 
 
 SPLITS = {"ddp.pt": (0, 4, 8), "ddp_unequal.pt": (0, 5, 8)}  # rank r holds rows [bounds[r], bounds[r + 1])
+# the same with the gather's backward by reduce-scatter (NCCL's path; gloo has it in recent torch)
+SPLITS_REDUCE_SCATTER = {"ddp_reduce_scatter.pt": (0, 4, 8), "ddp_unequal_reduce_scatter.pt": (0, 5, 8)}
 
 
 def worker(rank, world, port, out_dir):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     torch.set_num_threads(1)
     model = build()
-    for name, bounds in SPLITS.items():
+    runs = dict(SPLITS)
+    if hasattr(dist, "reduce_scatter_single"):
+        runs.update(SPLITS_REDUCE_SCATTER)
+    for name, bounds in runs.items():
+        contrastive.REDUCE_SCATTER_BACKENDS = {"nccl", "xccl"} | ({"gloo"} if name in SPLITS_REDUCE_SCATTER else set())
         loss, grads = loss_and_grads(model, list(range(bounds[rank], bounds[rank + 1])))
         for g in grads.values():  # DDP's gradient averaging
             dist.all_reduce(g)
