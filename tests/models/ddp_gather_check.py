@@ -64,8 +64,9 @@ def worker(rank, world, port, out_dir):
     runs = dict(SPLITS)
     if hasattr(dist, "reduce_scatter_single"):
         runs.update(SPLITS_REDUCE_SCATTER)
+    backends = contrastive.REDUCE_SCATTER_BACKENDS
     for name, bounds in runs.items():
-        contrastive.REDUCE_SCATTER_BACKENDS = {"nccl", "xccl"} | ({"gloo"} if name in SPLITS_REDUCE_SCATTER else set())
+        contrastive.REDUCE_SCATTER_BACKENDS = backends | {"gloo"} if name in SPLITS_REDUCE_SCATTER else backends
         loss, grads = loss_and_grads(model, list(range(bounds[rank], bounds[rank + 1])))
         for g in grads.values():  # DDP's gradient averaging
             dist.all_reduce(g)
